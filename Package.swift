@@ -1,0 +1,105 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Every C library is imported by exactly one Swift module (see DESIGN.md, "Layout"):
+// COpenSSL → ProxyTLS, CJansson → ProxyJSON, CNghttp2 → ProxyHTTP2, CCrypt → ProxyAuth.
+let package = Package(
+    name: "otlp-auth-proxy",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "otlp-auth-proxy", targets: ["otlp-auth-proxy"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CNghttp2", pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(
+            name: "CJansson", pkgConfig: "jansson",
+            providers: [.apt(["libjansson-dev"])]),
+        .systemLibrary(
+            name: "CCrypt", pkgConfig: "libcrypt",
+            providers: [.apt(["libcrypt-dev"])]),
+
+        .target(
+            name: "ProxyTLS",
+            dependencies: [
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
+        .target(name: "ProxyJSON", dependencies: ["CJansson"]),
+        .target(name: "ProxyHTTP2", dependencies: ["CNghttp2"]),
+        .target(
+            name: "ProxyAuth",
+            dependencies: ["ProxyTLS", "CCrypt", .product(name: "Yams", package: "Yams")]),
+        .target(
+            name: "ProxyConfig",
+            dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(
+            name: "ProxyCore",
+            dependencies: [
+                "ProxyTLS", "ProxyJSON", "ProxyAuth", "ProxyConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        .target(
+            name: "ProxySink",
+            dependencies: [
+                "ProxyJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "otlp-auth-proxy",
+            dependencies: [
+                "ProxyCore", "ProxyConfig", "ProxySink",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+
+        .testTarget(
+            name: "ProxyTLSTests",
+            dependencies: [
+                "ProxyTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
+        .testTarget(name: "ProxyAuthTests", dependencies: ["ProxyAuth"]),
+        .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig"]),
+        .testTarget(
+            name: "ProxySinkTests",
+            dependencies: [
+                "ProxySink",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .testTarget(
+            name: "ProxyCoreTests",
+            dependencies: [
+                "ProxyCore", "ProxyConfig", "ProxyTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
+    ]
+)

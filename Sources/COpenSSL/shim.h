@@ -1,0 +1,43 @@
+// OpenSSL 3 headers for ProxyTLS, plus static inline wrappers for the macros Swift cannot call.
+#ifndef OTLP_AUTH_PROXY_COPENSSL_SHIM_H
+#define OTLP_AUTH_PROXY_COPENSSL_SHIM_H
+
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+static inline long otlp_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
+    return SSL_CTX_set_min_proto_version(ctx, version);
+}
+static inline long otlp_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) {
+    return SSL_CTX_set_max_proto_version(ctx, version);
+}
+static inline long otlp_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *list) {
+    return SSL_CTX_set1_groups_list(ctx, list);
+}
+static inline long otlp_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
+    return SSL_CTX_set_mode(ctx, mode);
+}
+static inline long otlp_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) {
+    return SSL_CTX_set_session_cache_mode(ctx, mode);
+}
+static inline long otlp_SSL_CTX_add0_chain_cert(SSL_CTX *ctx, X509 *x509) {
+    return SSL_CTX_add0_chain_cert(ctx, x509);
+}
+static inline long otlp_BIO_get_mem_data(BIO *bio, char **pp) {
+    return BIO_get_mem_data(bio, pp);
+}
+static inline long otlp_BIO_set_mem_eof_return(BIO *bio, int v) {
+    return BIO_set_mem_eof_return(bio, v);
+}
+static inline size_t otlp_BIO_ctrl_pending(BIO *bio) {
+    return BIO_ctrl_pending(bio);
+}
+
+#endif
