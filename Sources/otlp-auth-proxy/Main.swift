@@ -1,1 +1,165 @@
-@main struct Main { static func main() {} }
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ProxyConfig
+import ProxyCore
+import ProxySink
+import ServiceLifecycle
+
+@main
+struct OTLPAuthProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "otlp-auth-proxy",
+        abstract: "A TLS-terminating authentication proxy for OpenTelemetry (OTLP) receivers.",
+        subcommands: [RunCommand.self, ValidateCommand.self, SinkCommand.self])
+}
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Serve OTLP over TLS and forward authenticated traffic to the receiver.")
+
+    @Option(name: .long, help: "The YAML configuration file.")
+    var config: String
+
+    @Option(name: .long, help: "Event loop threads (default: one per core).")
+    var threads: Int = System.coreCount
+
+    func run() async throws {
+        let configuration = try loadConfiguration(config)
+        bootstrapLogging(level: configuration.log.level)
+        let logger = Logger(label: "otlp-auth-proxy")
+
+        let runtime: ProxyRuntime
+        do {
+            runtime = try ProxyRuntime(configuration: configuration)
+        } catch {
+            printError("otlp-auth-proxy: cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let server: ProxyServer
+        do {
+            server = try ProxyServer(runtime: runtime, group: group, logger: logger)
+        } catch {
+            printError("otlp-auth-proxy: cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        let service = ListenerService(
+            start: {
+                let bound = try await server.start()
+                printReady("proxy ready grpc=\(format(bound.grpc)) http=\(format(bound.http))")
+            },
+            stop: { await server.shutdown() })
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await serviceGroup.run()
+        } catch {
+            printError("otlp-auth-proxy: \(error)")
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        try? await group.shutdownGracefully()
+    }
+}
+
+struct ValidateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Check a configuration file and the files it names, then exit (non-zero on problems).")
+
+    @Option(name: .long, help: "The YAML configuration file.")
+    var config: String
+
+    func run() async throws {
+        let configuration = try loadConfiguration(config)
+        do {
+            _ = try ProxyRuntime(configuration: configuration)
+        } catch {
+            printError("\(config): \(error)")
+            throw ExitCode(1)
+        }
+        print("configuration OK: \(config)")
+    }
+}
+
+struct SinkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sink",
+        abstract: "Run a small OTLP receiver that counts what it gets per tenant (GET /stats), for demos and tests.")
+
+    @Option(name: .long, help: "Address to listen on for OTLP/HTTP (plaintext).")
+    var listen: String = "127.0.0.1:14318"
+
+    func run() async throws {
+        bootstrapLogging(level: "info")
+        let logger = Logger(label: "otlp-auth-proxy.sink")
+        guard let endpoint = Endpoint.parse(listen) else {
+            printError("sink: --listen \(listen): expected host:port, e.g. 127.0.0.1:14318")
+            throw ExitCode(1)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let sink = OTLPSink(host: endpoint.host, port: endpoint.port, eventLoopGroup: group, logger: logger)
+        let service = ListenerService(
+            start: {
+                let port = try await sink.start()
+                printReady("sink ready http=\(format(Endpoint(host: endpoint.host, port: port)))")
+            },
+            stop: { try? await sink.shutdown() })
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
+        try? await group.shutdownGracefully()
+    }
+}
+
+/// Runs listeners until the service group asks for a graceful shutdown.
+struct ListenerService: Service {
+    let start: @Sendable () async throws -> Void
+    let stop: @Sendable () async -> Void
+
+    func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await stop()
+    }
+}
+
+func loadConfiguration(_ path: String) throws -> ProxyConfiguration {
+    do {
+        return try ProxyConfiguration.load(file: path)
+    } catch {
+        printError("\(error)")
+        throw ExitCode(1)
+    }
+}
+
+func bootstrapLogging(level: String) {
+    let level = Logger.Level(rawValue: level) ?? .info
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// The one line on stdout that scripts and tests wait for.
+func printReady(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func format(_ address: SocketAddress) -> String {
+    let host = address.ipAddress ?? "?"
+    let port = address.port ?? 0
+    return format(Endpoint(host: host, port: port))
+}
+
+func format(_ endpoint: Endpoint) -> String {
+    endpoint.description
+}

@@ -1,0 +1,412 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ProxyAuth
+
+/// Serves OTLP/HTTP over HTTP/1.1 on one client connection: routes, authenticates, rewrites the headers
+/// and relays each request to the receiver through the event loop's upstream pool, streaming both ways.
+///
+/// Sits last in the client pipeline, behind NIO's HTTP/1.1 codec and pipelining handler (which hands
+/// over one request at a time). Owns at most one leased upstream connection at a time. Backpressure:
+/// client reads are held while no upstream connection is attached or it cannot take more bytes, and
+/// upstream reads are held while the client cannot, so at most about one read is buffered per direction.
+final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        /// Between requests.
+        case idle
+        /// A local reply went out; the rest of the request body is read and dropped.
+        case discarding
+        /// Authenticated; waiting for an upstream connection. Parts that arrive meanwhile queue here
+        /// (bounded: reads are held in this state).
+        case connecting(pending: [HTTPClientRequestPart])
+        /// Relaying to and from `upstream`.
+        case forwarding(upstream: UpstreamHTTP1Connection)
+        /// The connection is closing; everything that arrives is dropped.
+        case closing
+    }
+
+    private let runtime: ProxyRuntime
+    private let pool: UpstreamHTTP1Pool
+    private let logger: Logger
+
+    private var context: ChannelHandlerContext?
+    private var state: State = .idle
+
+    // Per-request facts.
+    private var requestVersion: HTTPVersion = .http1_1
+    private var keepAlive = true
+    private var encoding: OTLPEncoding = .protobuf
+    private var bodyBytes = 0
+    private var requestComplete = false
+    private var responseStarted = false
+    private var responseComplete = false
+    private var responseTimer: Scheduled<Void>?
+
+    private var readsHeld = false
+    private var pendingRead = false
+
+    init(runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, logger: Logger) {
+        self.runtime = runtime
+        self.pool = pool
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    // MARK: Client side
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): receivedHead(head, context: context)
+        case .body(let buffer): receivedBody(buffer, context: context)
+        case .end(let trailers): receivedEnd(trailers, context: context)
+        }
+    }
+
+    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard case .idle = state else {
+            // The pipelining handler delivers one request at a time; anything else is a bug upstream of us.
+            closeNow(context: context)
+            return
+        }
+        requestVersion = head.version
+        keepAlive = head.isKeepAlive
+        encoding = OTLPEncoding(contentType: head.headers.first(name: "content-type"))
+        bodyBytes = 0
+        requestComplete = false
+        responseStarted = false
+        responseComplete = false
+
+        let limits = runtime.limits
+        if head.headers.count > limits.maxHeaderCount || Self.headerBytes(head) > limits.maxHeaderBytes {
+            refuse(.headersTooLarge, reason: "header_limit", close: true, context: context)
+            return
+        }
+        guard let signal = OTLPSignal(httpTarget: head.uri) else {
+            refuse(.notFound, reason: "unknown_path", close: false, context: context)
+            return
+        }
+        guard head.method == .POST else {
+            refuse(.methodNotAllowed, reason: "method", close: false, context: context)
+            return
+        }
+        let lengths = head.headers["content-length"]
+        if lengths.count > 1 {
+            refuse(.badRequest, reason: "duplicate_content_length", close: true, context: context)
+            return
+        }
+        if let length = lengths.first, let declared = Int(length), declared > limits.maxRequestBodySize {
+            refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
+            return
+        }
+        let principal: Principal
+        switch runtime.authenticator.authenticate(authorization: head.headers["authorization"]) {
+        case .success(let found):
+            principal = found
+        case .failure(let failure):
+            logger.info(
+                "request refused",
+                metadata: ["signal": "\(signal.rawValue)", "auth.result": "failure", "auth.reason": "\(failure.reason)"])
+            let expectsContinue = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+            refuse(.authenticationFailed(failure), reason: failure.reason, close: expectsContinue, context: context)
+            return
+        }
+
+        var upstreamHead = HTTPRequestHead(version: .http1_1, method: .POST, uri: head.uri)
+        upstreamHead.headers = runtime.headerPolicy.upstreamRequestHeaders(from: head.headers, tenant: principal.tenant)
+        if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            context.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+        logger.debug(
+            "request accepted",
+            metadata: ["signal": "\(signal.rawValue)", "principal": "\(principal.name)", "tenant": "\(principal.tenant)"])
+
+        state = .connecting(pending: [.head(upstreamHead)])
+        updateReadHold(context: context)
+        pool.acquire { [self] result in
+            upstreamAcquired(result)
+        }
+    }
+
+    private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        bodyBytes += buffer.readableBytes
+        let overLimit = bodyBytes > runtime.limits.maxRequestBodySize
+        switch state {
+        case .connecting(var pending):
+            if overLimit {
+                state = .idle
+                refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
+                return
+            }
+            pending.append(.body(.byteBuffer(buffer)))
+            state = .connecting(pending: pending)
+        case .forwarding(let upstream):
+            if overLimit {
+                // The receiver has a partial request: that connection cannot be reused.
+                detachUpstream(abort: true)
+                if responseStarted {
+                    closeNow(context: context)
+                } else {
+                    refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
+                }
+                return
+            }
+            upstream.write(.body(.byteBuffer(buffer)))
+        case .discarding:
+            if overLimit { closeNow(context: context) }
+        case .idle, .closing:
+            break
+        }
+    }
+
+    private func receivedEnd(_ trailers: HTTPHeaders?, context: ChannelHandlerContext) {
+        requestComplete = true
+        switch state {
+        case .connecting(var pending):
+            pending.append(.end(nil))
+            state = .connecting(pending: pending)
+        case .forwarding(let upstream):
+            upstream.write(.end(nil))
+            upstream.flush()
+            startResponseTimer(context: context)
+            finishIfComplete(context: context)
+        case .discarding:
+            state = .idle
+            if !keepAlive { closeNow(context: context) }
+        case .idle, .closing:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = state { upstream.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = state {
+            upstream.holdReads(!context.channel.isWritable)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch state {
+        case .forwarding:
+            detachUpstream(abort: !(requestComplete && responseComplete))
+        default:
+            break
+        }
+        responseTimer?.cancel()
+        state = .closing
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError {
+            let reply: LocalReply = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+            if case .forwarding = state { detachUpstream(abort: true) }
+            if responseStarted {
+                closeNow(context: context)
+            } else {
+                state = .idle
+                refuse(reply, reason: "malformed_http", close: true, context: context)
+            }
+            return
+        }
+        // Transport or TLS failure: nothing sensible can be written any more.
+        logger.debug("client connection error", metadata: ["error": "\(error)"])
+        closeNow(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            if case .idle = state { closeNow(context: context) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsHeld {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    // MARK: Upstream side
+
+    private func upstreamAcquired(_ result: Result<UpstreamHTTP1Connection, any Error>) {
+        guard let context else { return }
+        guard case .connecting(let pending) = state else {
+            // The client went away or was refused while we connected: the connection is clean.
+            if case .success(let connection) = result { pool.release(connection) }
+            return
+        }
+        switch result {
+        case .failure(let error):
+            logger.warning("upstream unavailable", metadata: ["upstream": "\(pool.address)", "error": "\(error)"])
+            state = .idle
+            refuse(.upstreamUnavailable, reason: "upstream_connect", close: !requestComplete, context: context)
+        case .success(let upstream):
+            upstream.exchange = self
+            upstream.holdReads(!context.channel.isWritable)
+            state = .forwarding(upstream: upstream)
+            for part in pending { upstream.write(part) }
+            upstream.flush()
+            if requestComplete { startResponseTimer(context: context) }
+            updateReadHold(context: context)
+        }
+    }
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        guard let context, case .forwarding = state else { return }
+        switch part {
+        case .head(let head):
+            if head.status.code < 200 {
+                // Informational (e.g. 100 Continue): the proxy answered Expect itself, so drop it.
+                return
+            }
+            responseTimer?.cancel()
+            responseTimer = nil
+            responseStarted = true
+            var headers = runtime.headerPolicy.clientResponseHeaders(from: head.headers)
+            if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: head.status, headers: headers))),
+                promise: nil)
+        case .body(let buffer):
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers):
+            responseComplete = true
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            if !requestComplete {
+                // The receiver answered before the body ended: drop the rest, do not reuse the connection.
+                detachUpstream(abort: true)
+                state = .discarding
+                updateReadHold(context: context)
+                return
+            }
+            finishIfComplete(context: context)
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        guard let context else { return }
+        updateReadHold(context: context)
+    }
+
+    func upstreamClosed() {
+        guard let context, case .forwarding = state else { return }
+        responseTimer?.cancel()
+        responseTimer = nil
+        state = .idle
+        if responseStarted {
+            // Part of the response is already with the client: the only honest signal is to close.
+            closeNow(context: context)
+        } else {
+            logger.warning("upstream closed before responding", metadata: ["upstream": "\(pool.address)"])
+            refuse(.upstreamUnavailable, reason: "upstream_reset", close: !requestComplete, context: context)
+        }
+    }
+
+    // MARK: Helpers
+
+    private func finishIfComplete(context: ChannelHandlerContext) {
+        guard requestComplete, responseComplete, case .forwarding = state else { return }
+        detachUpstream(abort: false)
+        state = .idle
+        updateReadHold(context: context)
+        if !keepAlive { closeNow(context: context) }
+    }
+
+    /// Gives the upstream connection back to the pool, or closes it when the exchange left it mid-message.
+    private func detachUpstream(abort: Bool) {
+        guard case .forwarding(let upstream) = state else { return }
+        responseTimer?.cancel()
+        responseTimer = nil
+        upstream.exchange = nil
+        if abort {
+            upstream.abort()
+        } else {
+            pool.release(upstream)
+        }
+        state = .idle
+    }
+
+    private func startResponseTimer(context: ChannelHandlerContext) {
+        guard responseTimer == nil, !responseStarted else { return }
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: runtime.limits.upstreamTimeout) { [self] in
+            responseTimedOut()
+        }
+    }
+
+    private func responseTimedOut() {
+        guard let context, case .forwarding = state, !responseStarted else { return }
+        logger.warning("upstream timed out", metadata: ["upstream": "\(pool.address)"])
+        detachUpstream(abort: true)
+        refuse(.upstreamTimeout, reason: "upstream_timeout", close: !requestComplete, context: context)
+    }
+
+    /// Sends a local reply. When the request body has not been read yet it is dropped as it arrives
+    /// (keeping the connection), unless `close` is set, in which case the connection closes after the reply.
+    private func refuse(_ reply: LocalReply, reason: String, close: Bool, context: ChannelHandlerContext) {
+        let closeAfter = close || !keepAlive
+        let body = reply.body(encoding: encoding, allocator: context.channel.allocator)
+        let head = reply.head(version: requestVersion, encoding: encoding, bodyLength: body.readableBytes, close: closeAfter)
+        responseStarted = true
+        responseComplete = true
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if closeAfter {
+            state = .closing
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            state = requestComplete ? .idle : .discarding
+        }
+        updateReadHold(context: context)
+    }
+
+    private func closeNow(context: ChannelHandlerContext) {
+        if case .forwarding = state { detachUpstream(abort: true) }
+        state = .closing
+        context.close(promise: nil)
+    }
+
+    /// Holds client reads while waiting for an upstream connection or while it cannot take more.
+    private func updateReadHold(context: ChannelHandlerContext) {
+        let hold: Bool
+        switch state {
+        case .connecting: hold = true
+        case .forwarding(let upstream): hold = !upstream.isWritable
+        case .idle, .discarding, .closing: hold = false
+        }
+        readsHeld = hold
+        if !hold && pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    /// The size of the request line and header section as sent (name, ": ", value, CRLF per field).
+    static func headerBytes(_ head: HTTPRequestHead) -> Int {
+        var total = head.uri.utf8.count + 16
+        for (name, value) in head.headers { total += name.utf8.count + value.utf8.count + 4 }
+        return total
+    }
+}

@@ -1,0 +1,54 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ProxyTLS
+
+/// Waits for the TLS handshake and installs the protocol front the client negotiated with ALPN.
+///
+/// Only HTTP/1.1 exists so far (no ALPN or `http/1.1`); HTTP/2 joins in the next step. Removes itself
+/// once the front is installed. The TLS handler fires the handshake event before it passes on any
+/// application data, so nothing reaches the front before it is in place.
+final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let runtime: ProxyRuntime
+    private let pool: UpstreamHTTP1Pool
+    private let logger: Logger
+
+    init(runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, logger: Logger) {
+        self.runtime = runtime
+        self.pool = pool
+        self.logger = logger
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? TLSServerEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch event {
+        case .handshakeCompleted(let negotiated):
+            guard negotiated == nil || negotiated == "http/1.1" else {
+                logger.debug("unsupported ALPN protocol", metadata: ["alpn": "\(negotiated ?? "")"])
+                context.close(promise: nil)
+                return
+            }
+            do {
+                let sync = context.pipeline.syncOperations
+                try sync.configureHTTPServerPipeline(
+                    position: .after(self), withPipeliningAssistance: true, withErrorHandling: false)
+                try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout))
+                try sync.addHandler(HTTP1ExchangeHandler(runtime: runtime, pool: pool, logger: logger))
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            } catch {
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A failed handshake: the TLS handler already sent the alert and closes; log the reason.
+        logger.debug("TLS handshake failed", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

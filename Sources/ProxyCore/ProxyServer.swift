@@ -1,0 +1,113 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ProxyConfig
+import ProxyTLS
+
+/// The proxy's listeners: binds the gRPC and HTTP endpoints, terminates TLS on every accepted
+/// connection and hands it to the protocol front.
+///
+/// Owns the listening channels and, per event loop, the upstream pools. The runtime (TLS context,
+/// credentials, limits) sits behind a lock so reload can swap it; each connection takes the runtime
+/// current at accept time and keeps it.
+public final class ProxyServer: Sendable {
+    /// The addresses the listeners actually bound (port 0 resolves to the chosen port).
+    public struct BoundAddresses: Sendable {
+        public var grpc: SocketAddress
+        public var http: SocketAddress
+    }
+
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let runtimeBox: NIOLockedValueBox<ProxyRuntime>
+    private let upstreamHTTPAddress: SocketAddress
+    /// One pool per event loop, created lazily on that loop.
+    private let pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamHTTP1Pool?>]
+    private let channels = NIOLockedValueBox<[any Channel]>([])
+
+    public init(runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger) throws(StartupError) {
+        self.group = group
+        self.logger = logger
+        self.runtimeBox = NIOLockedValueBox(runtime)
+        let upstream = runtime.configuration.upstream.http
+        do {
+            self.upstreamHTTPAddress = try SocketAddress.makeAddressResolvingHost(upstream.host, port: upstream.port)
+        } catch {
+            throw StartupError(message: "upstream.http: cannot resolve \(upstream): \(error)")
+        }
+        var pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamHTTP1Pool?>] = [:]
+        for loop in group.makeIterator() {
+            pools[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: UpstreamHTTP1Pool.self, eventLoop: loop)
+        }
+        self.pools = pools
+    }
+
+    /// The runtime new connections use.
+    public var runtime: ProxyRuntime { runtimeBox.withLockedValue { $0 } }
+
+    /// Binds both listeners and starts accepting.
+    public func start() async throws -> BoundAddresses {
+        let configuration = runtime.configuration
+        let grpc = try await bind(configuration.grpc.endpoint, name: "grpc")
+        let http = try await bind(configuration.http.endpoint, name: "http")
+        return BoundAddresses(grpc: grpc, http: http)
+    }
+
+    /// Stops accepting, closes the listeners and the idle upstream connections.
+    public func shutdown() async {
+        let listeners = channels.withLockedValue { channels in
+            defer { channels.removeAll() }
+            return channels
+        }
+        for channel in listeners {
+            try? await channel.close()
+        }
+        for (_, box) in pools {
+            try? await box.eventLoop.submit { box.value?.closeIdle() }.get()
+        }
+    }
+
+    private func bind(_ endpoint: Endpoint, name: String) async throws -> SocketAddress {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try self.initializeConnection(channel)
+                }
+            }
+            .bind(host: endpoint.host, port: endpoint.port)
+            .get()
+        channels.withLockedValue { $0.append(channel) }
+        guard let address = channel.localAddress else {
+            throw StartupError(message: "\(name).endpoint: the listener has no local address")
+        }
+        logger.info("listening", metadata: ["listener": "\(name)", "address": "\(address)"])
+        return address
+    }
+
+    /// Runs on the connection's event loop.
+    private func initializeConnection(_ channel: any Channel) throws {
+        let runtime = self.runtime
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(TLSServerHandler(context: runtime.tls))
+        try sync.addHandler(
+            ProtocolSelectionHandler(runtime: runtime, pool: pool(for: channel.eventLoop, runtime: runtime), logger: logger))
+    }
+
+    private func pool(for eventLoop: any EventLoop, runtime: ProxyRuntime) -> UpstreamHTTP1Pool {
+        guard let box = pools[ObjectIdentifier(eventLoop)] else {
+            preconditionFailure("connection accepted on an event loop outside the proxy's group")
+        }
+        if let pool = box.value { return pool }
+        let upstream = runtime.configuration.upstream
+        let pool = UpstreamHTTP1Pool(
+            eventLoop: eventLoop, address: upstreamHTTPAddress,
+            connectTimeout: TimeAmount(upstream.connectTimeout), maxIdle: upstream.maxIdleConnections)
+        box.value = pool
+        return pool
+    }
+}

@@ -1,0 +1,210 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// What an upstream connection reports to the exchange currently using it. Called on the event loop
+/// that owns both the client and the upstream channel (the pool is per event loop), so no hops.
+protocol UpstreamHTTP1Exchange: AnyObject {
+    func upstreamReceived(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// The connection closed or failed while this exchange was using it.
+    func upstreamClosed()
+}
+
+/// The handler at the end of one pooled plaintext HTTP/1.1 connection to the receiver.
+///
+/// Owned by its channel's pipeline; the pool keeps it while idle, an exchange while leased. Reads are
+/// held while the client cannot take more response bytes, so at most a socket read is buffered.
+final class UpstreamHTTP1Connection: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    /// The exchange using this connection; nil while idle in the pool.
+    weak var exchange: (any UpstreamHTTP1Exchange)?
+    /// Called once when the channel goes away, so the pool can forget an idle connection.
+    var onClose: ((UpstreamHTTP1Connection) -> Void)?
+    /// False once the receiver said `Connection: close` or answered over HTTP/1.0.
+    private(set) var reusable = true
+    private(set) var isActive = false
+
+    private var context: ChannelHandlerContext?
+    private var readsHeld = false
+    private var pendingRead = false
+    /// Closes the connection if it stays idle in the pool for too long.
+    var idleTimer: Scheduled<Void>?
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        isActive = context.channel.isActive
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        isActive = true
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isActive = false
+        reusable = false
+        idleTimer?.cancel()
+        idleTimer = nil
+        let exchange = self.exchange
+        self.exchange = nil
+        onClose?(self)
+        onClose = nil
+        exchange?.upstreamClosed()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if case .head(let head) = part, head.status.code >= 200 {
+            if !head.isKeepAlive { reusable = false }
+        }
+        guard let exchange else {
+            // Bytes from the receiver while no request is outstanding: the connection is out of step.
+            reusable = false
+            context.close(promise: nil)
+            return
+        }
+        exchange.upstreamReceived(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.upstreamReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        exchange?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A decode error or reset: the connection cannot be trusted any more.
+        reusable = false
+        context.close(promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsHeld {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// Stops or resumes reading from the receiver (client-side backpressure).
+    func holdReads(_ hold: Bool) {
+        readsHeld = hold
+        if !hold, pendingRead, let context {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    func write(_ part: HTTPClientRequestPart) {
+        context?.write(wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    /// Marks the connection unusable and closes it (an aborted exchange leaves it mid-message).
+    func abort() {
+        reusable = false
+        exchange = nil
+        context?.close(promise: nil)
+    }
+}
+
+/// The keep-alive connections to one upstream address for one event loop.
+///
+/// Lives on its event loop only (reached through a loop-bound box), so it needs no locks: the client
+/// channel, its exchange and the upstream channel all run on the same loop.
+final class UpstreamHTTP1Pool {
+    let eventLoop: any EventLoop
+    let address: SocketAddress
+    let connectTimeout: TimeAmount
+    let maxIdle: Int
+    /// How long a connection may sit unused before the pool closes it, so the receiver's own idle
+    /// timeout (Go's default is longer) rarely races a new request.
+    let idleTimeout: TimeAmount = .seconds(30)
+
+    private var idle: [UpstreamHTTP1Connection] = []
+
+    init(eventLoop: any EventLoop, address: SocketAddress, connectTimeout: TimeAmount, maxIdle: Int) {
+        self.eventLoop = eventLoop
+        self.address = address
+        self.connectTimeout = connectTimeout
+        self.maxIdle = maxIdle
+    }
+
+    /// Hands out an idle connection or opens a new one; `completion` runs on the event loop.
+    func acquire(_ completion: @escaping (Result<UpstreamHTTP1Connection, any Error>) -> Void) {
+        eventLoop.assertInEventLoop()
+        while let connection = idle.popLast() {
+            connection.idleTimer?.cancel()
+            connection.idleTimer = nil
+            if connection.isActive && connection.reusable {
+                completion(.success(connection))
+                return
+            }
+        }
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .fireError)
+                    try sync.addHandler(UpstreamHTTP1Connection())
+                }
+            }
+            .connect(to: address)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    do {
+                        let connection = try channel.pipeline.syncOperations.handler(type: UpstreamHTTP1Connection.self)
+                        completion(.success(connection))
+                    } catch {
+                        channel.close(promise: nil)
+                        completion(.failure(error))
+                    }
+                case .failure(let error):
+                    completion(.failure(error))
+                }
+            }
+    }
+
+    /// Takes a connection back after an exchange completed both ways; closes it when not reusable.
+    func release(_ connection: UpstreamHTTP1Connection) {
+        eventLoop.assertInEventLoop()
+        connection.exchange = nil
+        connection.holdReads(false)
+        guard connection.isActive, connection.reusable, idle.count < maxIdle else {
+            connection.abort()
+            return
+        }
+        connection.onClose = { [weak self] closed in
+            self?.idle.removeAll { $0 === closed }
+        }
+        connection.idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak connection] in
+            connection?.abort()
+        }
+        idle.append(connection)
+    }
+
+    /// Closes every idle connection (shutdown).
+    func closeIdle() {
+        eventLoop.assertInEventLoop()
+        let connections = idle
+        idle.removeAll()
+        for connection in connections { connection.abort() }
+    }
+}

@@ -1,0 +1,112 @@
+import NIOHTTP1
+import XCTest
+
+@testable import ProxyCore
+
+final class HeaderPolicyTests: XCTestCase {
+    let policy = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: false)
+
+    func testRewrite_ClientTenantCopies_AllDropped_ExactlyOneSet() {
+        let client = HTTPHeaders([
+            ("Host", "proxy:4318"), ("X-Scope-OrgID", "evil"), ("x-scope-orgid", "evil2"),
+            ("X-SCOPE-ORGID", "evil3"), ("Content-Type", "application/x-protobuf"),
+        ])
+        let out = policy.upstreamRequestHeaders(from: client, tenant: "team-a")
+        XCTAssertEqual(out["x-scope-orgid"], ["team-a"])
+        XCTAssertEqual(out.filter { $0.name.lowercased() == "x-scope-orgid" }.count, 1)
+        XCTAssertEqual(out["content-type"], ["application/x-protobuf"])
+        XCTAssertEqual(out["host"], ["proxy:4318"])
+    }
+
+    func testRewrite_AuthorizationDropped_UnlessForwarded() {
+        let client = HTTPHeaders([("Authorization", "Bearer secret-token-value"), ("authorization", "Basic x")])
+        XCTAssertEqual(policy.upstreamRequestHeaders(from: client, tenant: "t")["authorization"], [])
+        let forwarding = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: true)
+        XCTAssertEqual(
+            forwarding.upstreamRequestHeaders(from: client, tenant: "t")["authorization"],
+            ["Bearer secret-token-value", "Basic x"])
+    }
+
+    func testRewrite_HopByHopAndConnectionNominated_Dropped_FramingKept() {
+        let client = HTTPHeaders([
+            ("Connection", "keep-alive, X-Scope-OrgID, X-Custom, Content-Length"),
+            ("connection", "Authorization"),
+            ("Keep-Alive", "timeout=5"), ("TE", "trailers"), ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"), ("Proxy-Authorization", "Basic abc"), ("Proxy-Connection", "keep-alive"),
+            ("Trailer", "x"), ("Expect", "100-continue"),
+            ("X-Custom", "dropped"), ("X-Other", "kept"), ("Content-Length", "12"),
+        ])
+        let forwarding = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: true)
+        let out = forwarding.upstreamRequestHeaders(from: client, tenant: "team-a")
+        let names = Set(out.map { $0.name.lowercased() })
+        XCTAssertEqual(names, ["x-other", "content-length", "x-scope-orgid"])
+        XCTAssertEqual(out["content-length"], ["12"])
+        XCTAssertEqual(out["x-scope-orgid"], ["team-a"], "Connection: must never remove the header the proxy sets")
+    }
+
+    func testRewrite_CustomTenantHeader_WrittenInConfiguredSpelling() {
+        let custom = HeaderPolicy(tenantHeader: "X-Tenant", forwardAuthorization: false)
+        let out = custom.upstreamRequestHeaders(
+            from: HTTPHeaders([("x-tenant", "evil"), ("X-Scope-OrgID", "kept-as-ordinary")]), tenant: "team-a")
+        XCTAssertEqual(out.filter { $0.name == "X-Tenant" }.map(\.value), ["team-a"])
+        XCTAssertEqual(out["x-tenant"], ["team-a"])
+        XCTAssertEqual(out["x-scope-orgid"], ["kept-as-ordinary"])
+    }
+
+    func testResponseHeaders_HopByHopDropped() {
+        let upstream = HTTPHeaders([
+            ("Content-Type", "application/x-protobuf"), ("Connection", "close, X-Internal"), ("X-Internal", "1"),
+            ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"), ("Content-Length", "0"),
+        ])
+        let out = policy.clientResponseHeaders(from: upstream)
+        XCTAssertEqual(Set(out.map { $0.name.lowercased() }), ["content-type", "content-length"])
+    }
+}
+
+final class LocalReplyTests: XCTestCase {
+    func testProtobufStatus_WireBytes() {
+        // code 16, message "auth": 08 10 12 04 'a' 'u' 't' 'h'
+        XCTAssertEqual(LocalReply.protobufStatus(code: 16, message: "auth"), [0x08, 0x10, 0x12, 0x04, 0x61, 0x75, 0x74, 0x68])
+        XCTAssertEqual(LocalReply.protobufStatus(code: 300, message: "")[0...2], [0x08, 0xAC, 0x02])
+    }
+
+    func testJSONBody_IsGoogleRpcStatus() {
+        let body = LocalReply.upstreamUnavailable.body(encoding: .json, allocator: .init())
+        XCTAssertEqual(String(buffer: body), #"{"code":14,"message":"upstream unavailable, retry later"}"#)
+    }
+
+    func testAuthFailure_Is401WithChallenge_AndUnauthenticated() {
+        for failure in [AuthFailureSample.missing, .unknown] {
+            let reply = LocalReply.authenticationFailed(failure.value)
+            XCTAssertEqual(reply.status, .unauthorized)
+            XCTAssertEqual(reply.rpcCode, 16)
+            XCTAssertTrue(reply.extraHeaders.contains { $0.0 == "WWW-Authenticate" && $0.1.hasPrefix("Bearer") })
+            XCTAssertFalse(reply.message.contains("token"), "the client gets the generic reply, not the reason")
+        }
+    }
+
+    func testUpstreamFailures_AreRetryableStatuses() {
+        XCTAssertEqual(LocalReply.upstreamUnavailable.status, .serviceUnavailable)
+        XCTAssertTrue(LocalReply.upstreamUnavailable.extraHeaders.contains { $0.0 == "Retry-After" })
+        XCTAssertEqual(LocalReply.upstreamTimeout.status, .gatewayTimeout)
+    }
+
+    func testRouting() {
+        XCTAssertEqual(OTLPSignal(httpTarget: "/v1/traces"), .traces)
+        XCTAssertEqual(OTLPSignal(httpTarget: "/v1/metrics?x=1"), .metrics)
+        XCTAssertEqual(OTLPSignal(httpTarget: "/v1/logs"), .logs)
+        XCTAssertNil(OTLPSignal(httpTarget: "/v1/traces/"))
+        XCTAssertNil(OTLPSignal(httpTarget: "/V1/TRACES"))
+        XCTAssertNil(OTLPSignal(httpTarget: "//v1/traces"))
+        XCTAssertEqual(OTLPEncoding(contentType: "Application/JSON; charset=utf-8"), .json)
+        XCTAssertEqual(OTLPEncoding(contentType: "application/x-protobuf"), .protobuf)
+        XCTAssertEqual(OTLPEncoding(contentType: nil), .protobuf)
+    }
+}
+
+import ProxyAuth
+
+enum AuthFailureSample {
+    case missing, unknown
+    var value: AuthFailure { self == .missing ? .missingCredential : .unknownToken }
+}
