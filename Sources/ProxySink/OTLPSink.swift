@@ -1,0 +1,191 @@
+// ProxySink: a small OTLP/HTTP receiver over plaintext HTTP/1.1 for demos and tests.
+// It accepts export requests, answers with an empty Export*ServiceResponse, and counts
+// items per tenant header so tests can see exactly what the proxy forwarded.
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The sink server. Owns its listening channel and the accepted connections (closed by
+/// `shutdown`). The event loop group belongs to the caller, who shuts it down after
+/// `shutdown()` returns. Call `start()` once, then `shutdown()` once.
+public final class OTLPSink: Sendable {
+    private let host: String
+    private let port: Int
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let maxBodyBytes: Int
+    private let state = NIOLockedValueBox(SinkState())
+    private let channels = NIOLockedValueBox(ChannelRegistry())
+
+    /// - Parameters:
+    ///   - port: 0 binds an ephemeral port; `start()` returns the one chosen.
+    ///   - maxBodyBytes: larger request bodies get 413 and the connection is closed.
+    public init(host: String, port: Int, eventLoopGroup: any EventLoopGroup, logger: Logger,
+                maxBodyBytes: Int = 64 * 1024 * 1024) {
+        self.host = host
+        self.port = port
+        self.group = eventLoopGroup
+        self.logger = logger
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    /// Binds and starts accepting; returns the bound port.
+    public func start() async throws -> Int {
+        let maxBodyBytes = self.maxBodyBytes
+        let logger = self.logger
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                self.register(channel)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        SinkHandler(sink: self, maxBodyBytes: maxBodyBytes, logger: logger))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        channels.withLockedValue { $0.server = server }
+        let bound = server.localAddress?.port ?? port
+        logger.info("sink listening", metadata: ["address": "\(host):\(bound)"])
+        return bound
+    }
+
+    /// Stops accepting, closes open connections, and waits for the listener to close.
+    public func shutdown() async throws {
+        let (server, open) = channels.withLockedValue { registry in
+            registry.shuttingDown = true
+            defer { registry.server = nil; registry.open = [:] }
+            return (registry.server, Array(registry.open.values))
+        }
+        for channel in open { channel.close(promise: nil) }
+        if let server { try await server.close() }
+    }
+
+    /// The counters as of now.
+    public func snapshot() -> SinkStats {
+        state.withLockedValue { $0.stats }
+    }
+
+    /// Zeroes every counter (as `POST /stats/reset` does).
+    public func reset() {
+        state.withLockedValue { $0.reset() }
+    }
+
+    /// Routes one complete request. Bodies are counted outside the lock; only the
+    /// bookkeeping takes it.
+    func process(_ request: SinkRequest) -> SinkResponse {
+        if request.path == "/stats" || request.path == "/stats/reset" {
+            return state.withLockedValue { $0.handle(request) }
+        }
+        let outcome = SinkState.evaluate(request)
+        state.withLockedValue { $0.record(request, outcome: outcome) }
+        return outcome.response
+    }
+
+    private func register(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        let accepted = channels.withLockedValue { registry in
+            guard !registry.shuttingDown else { return false }
+            registry.open[id] = channel
+            return true
+        }
+        guard accepted else {
+            channel.close(promise: nil)
+            return
+        }
+        channel.closeFuture.whenComplete { [channels] _ in
+            channels.withLockedValue { _ = $0.open.removeValue(forKey: id) }
+        }
+    }
+}
+
+/// The listener and the connections accepted so far, for shutdown.
+private struct ChannelRegistry: Sendable {
+    var server: (any Channel)?
+    var open: [ObjectIdentifier: any Channel] = [:]
+    var shuttingDown = false
+}
+
+/// Per-connection HTTP/1.1 handler: gathers a request (head + body up to the limit), asks
+/// the sink for the response, writes it. Keep-alive follows the request; a body over the
+/// limit gets 413 and the connection is closed (the rest of the body is not read).
+final class SinkHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        case receiving(HTTPRequestHead, ByteBuffer)
+        case discarding
+    }
+
+    private let sink: OTLPSink
+    private let maxBodyBytes: Int
+    private let logger: Logger
+    private var state = State.idle
+
+    init(sink: OTLPSink, maxBodyBytes: Int, logger: Logger) {
+        self.sink = sink
+        self.maxBodyBytes = maxBodyBytes
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (unwrapInboundIn(data), state) {
+        case (.head(let head), _):
+            state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
+        case (.body(var chunk), .receiving(let head, var body)):
+            guard body.readableBytes + chunk.readableBytes <= maxBodyBytes else {
+                state = .discarding
+                logger.info("sink request body too large", metadata: ["path": "\(head.uri)"])
+                write(context: context, version: head.version,
+                      response: .text(413, "request body larger than \(maxBodyBytes) bytes"), keepAlive: false)
+                return
+            }
+            state = .idle  // drop the reference so the buffer is not copied on write
+            body.writeBuffer(&chunk)
+            state = .receiving(head, body)
+        case (.end, .receiving(let head, let body)):
+            state = .idle
+            let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
+            let request = SinkRequest(
+                method: head.method.rawValue, path: path,
+                headers: head.headers.map { (name: $0.name, value: $0.value) },
+                body: Array(body.readableBytesView))
+            let response = sink.process(request)
+            logger.debug("sink request", metadata: [
+                "method": "\(request.method)", "path": "\(path)", "status": "\(response.status)",
+            ])
+            write(context: context, version: head.version, response: response, keepAlive: head.isKeepAlive)
+        case (.body, _), (.end, _):
+            break  // discarding after a 413, or a part that belongs to nothing
+        }
+    }
+
+    private func write(context: ChannelHandlerContext, version: HTTPVersion, response: SinkResponse, keepAlive: Bool) {
+        var headers = HTTPHeaders(response.headers.map { ($0.name, $0.value) })
+        headers.add(name: "content-length", value: String(response.body.count))
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if !response.body.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("sink connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}
