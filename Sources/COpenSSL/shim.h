@@ -40,4 +40,9 @@ static inline size_t otlp_BIO_ctrl_pending(BIO *bio) {
     return BIO_ctrl_pending(bio);
 }
 
+// SSL_OP_* are SSL_OP_BIT(n) shifts, which Swift does not import; return them as plain values.
+static inline uint64_t otlp_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
+static inline uint64_t otlp_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
+static inline uint64_t otlp_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
+
 #endif
