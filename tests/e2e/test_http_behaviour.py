@@ -1,0 +1,155 @@
+"""curl against the proxy: authentication failures, headers the proxy owns, routing, limits,
+and upstream failures. curl is pinned to HTTP/1.1 where the test is about HTTP/1.1 framing."""
+
+from __future__ import annotations
+
+import json
+
+from google.rpc import status_pb2
+
+from conftest import curl, free_port
+
+JSON = "Content-Type: application/json"
+PROTOBUF = "Content-Type: application/x-protobuf"
+ONE_SPAN = json.dumps(
+    {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "eee19b7ec3c1b174",
+                                "name": "curl-span",
+                                "kind": 1,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000001000000000",
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+).encode()
+
+
+def bearer(token: str) -> list[str]:
+    return ["-H", f"Authorization: Bearer {token}"]
+
+
+def test_curl_json_wrong_token_401_bearer_challenge_json_status_body(proxy, sink, ca_file, tokens):
+    result = curl(f"{proxy.url}/v1/traces", "-H", JSON, *bearer(tokens.plain + "nope"), ca_file=ca_file, data=ONE_SPAN)
+    assert result.status == 401
+    assert (result.header("www-authenticate") or "").startswith("Bearer")
+    assert (result.header("content-type") or "").startswith("application/json")
+    body = json.loads(result.body)
+    assert body["code"] == 16  # UNAUTHENTICATED
+    assert isinstance(body.get("message"), str) and body["message"]
+    assert tokens.plain not in result.body.decode()
+    assert sink.stats()["requests"] == 0
+
+
+def test_curl_protobuf_missing_token_401_protobuf_status_body(proxy, sink, ca_file):
+    result = curl(f"{proxy.url}/v1/traces", "-H", PROTOBUF, ca_file=ca_file, data=b"")
+    assert result.status == 401
+    assert (result.header("www-authenticate") or "").startswith("Bearer")
+    assert (result.header("content-type") or "").startswith("application/x-protobuf")
+    status = status_pb2.Status()
+    status.ParseFromString(result.body)
+    assert status.code == 16
+    assert status.message
+    assert sink.stats()["requests"] == 0
+
+
+def test_curl_basic_scheme_instead_of_bearer_401(proxy, sink, ca_file, tokens):
+    result = curl(
+        f"{proxy.url}/v1/traces", "-H", JSON, "-H", f"Authorization: Basic {tokens.plain}", ca_file=ca_file, data=ONE_SPAN
+    )
+    assert result.status == 401
+    assert sink.stats()["requests"] == 0
+
+
+def test_curl_valid_token_json_export_200_counted(proxy, sink, ca_file, tokens):
+    result = curl(f"{proxy.url}/v1/traces", "-H", JSON, *bearer(tokens.plain), ca_file=ca_file, data=ONE_SPAN)
+    assert result.status == 200
+    assert json.loads(result.body or b"{}") == {}
+    assert sink.tenant("team-a")["spans"] == 1
+
+
+def test_curl_client_sent_tenant_headers_replaced_by_proxy_value(proxy, sink, ca_file, tokens):
+    result = curl(
+        f"{proxy.url}/v1/traces",
+        "--http1.1",
+        "-H", JSON,
+        *bearer(tokens.plain),
+        "-H", "X-Scope-OrgID: evil",
+        "-H", "x-scope-orgid: evil2",
+        "-H", "Connection: X-Scope-OrgID",
+        ca_file=ca_file,
+        data=ONE_SPAN,
+    )
+    assert result.status == 200
+    stats = sink.stats()
+    tenant_values = [value for name, value in stats["last_request"]["headers"] if name == "x-scope-orgid"]
+    assert tenant_values == ["team-a"]
+    assert stats["duplicate_tenant_headers"] == 0
+    assert set(stats["tenants"]) == {"team-a"}
+    assert stats["tenants"]["team-a"]["spans"] == 1
+
+
+def test_curl_get_export_path_405(proxy, sink, ca_file, tokens):
+    result = curl(f"{proxy.url}/v1/traces", *bearer(tokens.plain), ca_file=ca_file)
+    assert result.status == 405
+    assert sink.stats()["requests"] == 0
+
+
+def test_curl_post_unknown_path_404(proxy, sink, ca_file, tokens):
+    result = curl(f"{proxy.url}/v1/other", "-H", JSON, *bearer(tokens.plain), ca_file=ca_file, data=ONE_SPAN)
+    assert result.status == 404
+    assert sink.stats()["requests"] == 0
+
+
+def test_curl_body_over_max_request_body_size_413_nothing_forwarded(start_proxy, sink, ca_file, tokens):
+    small = start_proxy(sink.port, max_request_body_size="1KiB")
+    big = b'{"resourceSpans":[' + b" " * 4096 + b"]}"
+    result = curl(f"{small.url}/v1/traces", "--http1.1", "-H", JSON, *bearer(tokens.plain), ca_file=ca_file, data=big)
+    assert result.status == 413
+    chunked = curl(
+        f"{small.url}/v1/traces", "--http1.1", "-H", JSON, "-H", "Transfer-Encoding: chunked", *bearer(tokens.plain),
+        ca_file=ca_file, data=big,
+    )
+    assert chunked.status == 413
+    # A body within the limit still goes through this proxy.
+    ok = curl(f"{small.url}/v1/traces", "-H", JSON, *bearer(tokens.plain), ca_file=ca_file, data=ONE_SPAN)
+    assert ok.status == 200
+    stats = sink.stats()
+    assert stats["requests"] == 1
+    assert stats["tenants"]["team-a"]["spans"] == 1
+
+
+def test_curl_upstream_down_503_with_retry_after(start_proxy, sink, ca_file, tokens):
+    orphan = start_proxy(free_port())
+    result = curl(f"{orphan.url}/v1/traces", "-H", JSON, *bearer(tokens.plain), ca_file=ca_file, data=ONE_SPAN)
+    assert result.status == 503
+    assert result.header("retry-after") is not None
+    assert json.loads(result.body)["code"] == 14  # UNAVAILABLE
+
+
+def test_control_curl_really_sends_both_tenant_headers(sink):
+    """Direct to the sink (no proxy): the spoofing request above does carry two copies, so the
+    proxy test cannot pass merely because curl merged them."""
+    result = curl(
+        f"{sink.url}/v1/traces",
+        "--http1.1",
+        "-H", JSON,
+        "-H", "X-Scope-OrgID: evil",
+        "-H", "x-scope-orgid: evil2",
+        "-H", "Connection: X-Scope-OrgID",
+        data=ONE_SPAN,
+    )
+    assert result.status == 200
+    stats = sink.stats()
+    assert stats["duplicate_tenant_headers"] == 1
+    assert [v for n, v in stats["last_request"]["headers"] if n == "x-scope-orgid"] == ["evil", "evil2"]
