@@ -59,7 +59,8 @@ class Service:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, cwd=workdir, text=True
             )
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
         self.match = self._wait_ready(ready)
 
     def _read_stdout(self) -> None:
@@ -106,6 +107,15 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # Collect whatever else the process printed on stdout before it exited.
+        self._reader.join(timeout=5)
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.stdout_lines.append(line)
         return self.proc.returncode
 
 
