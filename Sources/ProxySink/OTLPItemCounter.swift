@@ -73,7 +73,7 @@ public enum OTLPItemCounter {
     public static func countJSON(_ signal: OTLPSignal, _ body: [UInt8]) throws(OTLPBodyError) -> Int {
         let root: JSONValue
         do {
-            root = try JSONValue.parse(body, maxDepth: 64)
+            root = try JSONValue.parse(body, maxDepth: 256)  // AnyValue attributes may nest deeply
         } catch {
             throw OTLPBodyError("\(error)")
         }
