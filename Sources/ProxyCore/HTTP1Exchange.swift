@@ -253,7 +253,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         }
         switch result {
         case .failure(let error):
-            logger.warning("upstream unavailable", metadata: ["upstream": "\(pool.address)", "error": "\(error)"])
+            logger.warning("upstream unavailable", metadata: ["upstream": "\(pool.address.hostPort)", "error": "\(error)"])
             state = .idle
             refuse(.upstreamUnavailable, reason: "upstream_connect", close: !requestComplete, context: context)
         case .success(let upstream):
@@ -317,7 +317,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             // Part of the response is already with the client: the only honest signal is to close.
             closeNow(context: context)
         } else {
-            logger.warning("upstream closed before responding", metadata: ["upstream": "\(pool.address)"])
+            logger.warning("upstream closed before responding", metadata: ["upstream": "\(pool.address.hostPort)"])
             refuse(.upstreamUnavailable, reason: "upstream_reset", close: !requestComplete, context: context)
         }
     }
@@ -355,7 +355,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func responseTimedOut() {
         guard let context, case .forwarding = state, !responseStarted else { return }
-        logger.warning("upstream timed out", metadata: ["upstream": "\(pool.address)"])
+        logger.warning("upstream timed out", metadata: ["upstream": "\(pool.address.hostPort)"])
         detachUpstream(abort: true)
         refuse(.upstreamTimeout, reason: "upstream_timeout", close: !requestComplete, context: context)
     }

@@ -36,7 +36,7 @@ public final class ProxyRuntime: Sendable {
                     minimumVersion: TLSVersion(rawValue: configuration.tls.minVersion) ?? .v1_2,
                     alpnProtocols: ["http/1.1"]))
         } catch {
-            throw StartupError(message: "tls: \(error)")
+            throw StartupError(message: "\(error)")
         }
         var bearer: BearerTokenTable?
         if let settings = configuration.auth.bearer {

@@ -85,7 +85,7 @@ public final class ProxyServer: Sendable {
         guard let address = channel.localAddress else {
             throw StartupError(message: "\(name).endpoint: the listener has no local address")
         }
-        logger.info("listening", metadata: ["listener": "\(name)", "address": "\(address)"])
+        logger.info("listening", metadata: ["listener": "\(name)", "address": "\(address.hostPort)"])
         return address
     }
 
@@ -109,5 +109,14 @@ public final class ProxyServer: Sendable {
             connectTimeout: TimeAmount(upstream.connectTimeout), maxIdle: upstream.maxIdleConnections)
         box.value = pool
         return pool
+    }
+}
+
+extension SocketAddress {
+    /// `127.0.0.1:4318` or `[::1]:4318`, as users write endpoints.
+    public var hostPort: String {
+        let host = ipAddress ?? "?"
+        let port = port ?? 0
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }

@@ -49,7 +49,7 @@ struct RunCommand: AsyncParsableCommand {
         let service = ListenerService(
             start: {
                 let bound = try await server.start()
-                printReady("proxy ready grpc=\(format(bound.grpc)) http=\(format(bound.http))")
+                printReady("proxy ready grpc=\(bound.grpc.hostPort) http=\(bound.http.hostPort)")
             },
             stop: { await server.shutdown() })
         let serviceGroup = ServiceGroup(
@@ -105,7 +105,7 @@ struct SinkCommand: AsyncParsableCommand {
         let service = ListenerService(
             start: {
                 let port = try await sink.start()
-                printReady("sink ready http=\(format(Endpoint(host: endpoint.host, port: port)))")
+                printReady("sink ready http=\(Endpoint(host: endpoint.host, port: port))")
             },
             stop: { try? await sink.shutdown() })
         let serviceGroup = ServiceGroup(
@@ -152,14 +152,4 @@ func printError(_ message: String) {
 /// The one line on stdout that scripts and tests wait for.
 func printReady(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
-}
-
-func format(_ address: SocketAddress) -> String {
-    let host = address.ipAddress ?? "?"
-    let port = address.port ?? 0
-    return format(Endpoint(host: host, port: port))
-}
-
-func format(_ endpoint: Endpoint) -> String {
-    endpoint.description
 }
