@@ -35,8 +35,15 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
             }
             do {
                 let sync = context.pipeline.syncOperations
+                // The decoder enforces the header limits while it buffers, so an oversized head is
+                // refused (431) before it is held in memory; the exchange checks the same limits.
+                var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+                decoderLimits.maxHeaderFieldSize = runtime.limits.maxHeaderBytes
+                decoderLimits.maxHeaderListSize = runtime.limits.maxHeaderBytes
+                decoderLimits.maxHeaderFieldCount = runtime.limits.maxHeaderCount
                 try sync.configureHTTPServerPipeline(
-                    position: .after(self), withPipeliningAssistance: true, withErrorHandling: false)
+                    position: .after(self), withPipeliningAssistance: true, withErrorHandling: false,
+                    withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                 try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout))
                 try sync.addHandler(HTTP1ExchangeHandler(runtime: runtime, pool: pool, logger: logger))
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

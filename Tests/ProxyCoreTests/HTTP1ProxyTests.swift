@@ -140,6 +140,16 @@ final class HTTP1ProxyTests: XCTestCase {
         await upstream.stop()
     }
 
+    func testTLSToH1_HugeHeader_431() async throws {
+        let (upstream, proxy) = try await start()
+        let big = String(repeating: "a", count: 100_000)
+        let result = try curl(auth + ["-H", "X-Big: \(big)", "-d", "x", "https://127.0.0.1:\(proxy.httpPort)/v1/traces"], caFile: files.caFile)
+        XCTAssertEqual(result.status, 431)
+        XCTAssertEqual(upstream.requests.count, 0)
+        await proxy.stop()
+        await upstream.stop()
+    }
+
     func testTLSToH1_UpstreamDown_503WithRetryAfter() async throws {
         // Take a free port, then close it so nothing listens there.
         let placeholder = RecordingUpstream(group: group)
