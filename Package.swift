@@ -38,7 +38,9 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
-        .target(name: "ProxyHTTP2", dependencies: ["CNghttp2"]),
+        .target(
+            name: "ProxyHTTP2",
+            dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "ProxyAuth",
             dependencies: ["ProxyTLS", "CCrypt", .product(name: "Yams", package: "Yams")]),
@@ -48,7 +50,7 @@ let package = Package(
         .target(
             name: "ProxyCore",
             dependencies: [
-                "ProxyTLS", "ProxyJSON", "ProxyAuth", "ProxyConfig",
+                "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -59,7 +61,7 @@ let package = Package(
         .target(
             name: "ProxySink",
             dependencies: [
-                "ProxyJSON",
+                "ProxyJSON", "ProxyHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -84,6 +86,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
+        .testTarget(
+            name: "ProxyHTTP2Tests",
+            dependencies: ["ProxyHTTP2", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "ProxyAuthTests", dependencies: ["ProxyAuth"]),
         .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig"]),
         .testTarget(
