@@ -33,7 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 for _variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
     os.environ.pop(_variable, None)
 READY_TIMEOUT = 20.0
-SINK_READY = re.compile(r"^sink ready http=(?P<host>\S+):(?P<port>\d+)$")
+# The sink prints `sink ready http=H:P`, and `... grpc=H:P` once it serves OTLP/gRPC too.
+SINK_READY = re.compile(r"^sink ready http=(?P<host>\S+):(?P<port>\d+)(?: grpc=(?P<ghost>\S+):(?P<gport>\d+))?$")
 PROXY_READY = re.compile(r"^proxy ready grpc=(?P<ghost>\S+):(?P<gport>\d+) http=(?P<host>\S+):(?P<port>\d+)$")
 
 
@@ -120,11 +121,23 @@ class Service:
 
 
 class Sink(Service):
-    """The built-in sink; stats come from its plaintext `GET /stats`."""
+    """The built-in sink; stats come from its plaintext `GET /stats`. `grpc_port` is its h2c
+    OTLP/gRPC listener (None when the binary's sink has none)."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_port(self) -> int | None:
+        port = self.match.group("gport")
+        return int(port) if port is not None else None
+
+    def require_grpc_port(self) -> int:
+        port = self.grpc_port
+        if port is None:
+            pytest.fail(f"the sink has no gRPC listener (`sink --help` lists no --grpc-listen)\n{self.describe()}")
+        return port
 
     def stats(self) -> dict:
         response = requests.get(f"{self.url}/stats", timeout=5)
@@ -148,13 +161,17 @@ class Proxy(Service):
         return int(self.match.group("gport"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Tokens:
     """Bearer tokens written to the tokens file: `plain` is stored as is (tenant team-a),
     `hashed` only as its SHA-256 (tenant team-b)."""
 
     plain: str
     hashed: str
+
+    def __repr__(self) -> str:
+        # pytest prints fixture values in failure reports: never the tokens themselves.
+        return "Tokens(plain=<hidden>, hashed=<hidden>)"
 
 
 def free_port() -> int:
@@ -170,20 +187,26 @@ def write_proxy_config(
     certs: Path,
     upstream_port: int,
     tokens_file: Path,
+    grpc_upstream_port: int | None = None,
     max_request_body_size: str = "20MiB",
+    max_recv_msg_size: str = "4MiB",
+    upstream_timeout: str = "30s",
     min_version: str = "1.2",
 ) -> Path:
-    """A config with paths relative to its own directory, as users write them."""
+    """A config with paths relative to its own directory, as users write them. `upstream_port`
+    is the OTLP/HTTP upstream; `grpc_upstream_port` the h2c OTLP/gRPC one (default: the same)."""
+    if grpc_upstream_port is None:
+        grpc_upstream_port = upstream_port
     directory.mkdir(parents=True, exist_ok=True)
     cert = os.path.relpath(certs / "server.crt", directory)
     key = os.path.relpath(certs / "server.key", directory)
     tokens = os.path.relpath(tokens_file, directory)
     config = directory / "proxy.yaml"
     config.write_text(
-        f"""grpc: {{ endpoint: "127.0.0.1:0" }}
+        f"""grpc: {{ endpoint: "127.0.0.1:0", max_recv_msg_size: {max_recv_msg_size} }}
 http: {{ endpoint: "127.0.0.1:0", max_request_body_size: {max_request_body_size} }}
 tls: {{ cert_file: {cert}, key_file: {key}, min_version: "{min_version}" }}
-upstream: {{ grpc: "127.0.0.1:{upstream_port}", http: "127.0.0.1:{upstream_port}", timeout: 30s }}
+upstream: {{ grpc: "127.0.0.1:{grpc_upstream_port}", http: "127.0.0.1:{upstream_port}", timeout: {upstream_timeout} }}
 auth: {{ bearer: {{ tokens_file: {tokens} }} }}
 tenant: {{ header: X-Scope-OrgID }}
 """
@@ -247,14 +270,31 @@ def shared_sink(binary: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def shared_proxy(binary: Path, certs: Path, tokens_file: Path, shared_sink: Sink, tmp_path_factory):
     directory = tmp_path_factory.mktemp("proxy")
-    config = write_proxy_config(directory, certs=certs, upstream_port=shared_sink.port, tokens_file=tokens_file)
+    config = write_proxy_config(
+        directory, certs=certs, upstream_port=shared_sink.port, grpc_upstream_port=shared_sink.grpc_port,
+        tokens_file=tokens_file,
+    )
     proxy = start_proxy_process(binary, config)
     yield proxy
     proxy.stop()
 
 
-def start_sink_process(binary: Path, workdir: Path, port: int) -> Sink:
-    return Sink("sink", [str(binary), "sink", "--listen", f"127.0.0.1:{port}"], SINK_READY, workdir)
+_sink_help: dict[Path, str] = {}
+
+
+def sink_has_grpc_listener(binary: Path) -> bool:
+    """Whether this binary's sink takes --grpc-listen (it serves OTLP/gRPC over h2c)."""
+    if binary not in _sink_help:
+        result = subprocess.run([str(binary), "sink", "--help"], capture_output=True, text=True, timeout=20)
+        _sink_help[binary] = result.stdout + result.stderr
+    return "--grpc-listen" in _sink_help[binary]
+
+
+def start_sink_process(binary: Path, workdir: Path, port: int, grpc_port: int = 0) -> Sink:
+    args = [str(binary), "sink", "--listen", f"127.0.0.1:{port}"]
+    if sink_has_grpc_listener(binary):
+        args += ["--grpc-listen", f"127.0.0.1:{grpc_port}"]
+    return Sink("sink", args, SINK_READY, workdir)
 
 
 def start_proxy_process(binary: Path, config: Path) -> Proxy:
@@ -302,10 +342,10 @@ def start_sink(binary: Path, tmp_path: Path):
     """Starts extra sinks (e.g. on a chosen port); all stopped at teardown."""
     started: list[Sink] = []
 
-    def start(port: int = 0) -> Sink:
+    def start(port: int = 0, grpc_port: int = 0) -> Sink:
         directory = tmp_path / f"sink{len(started)}"
         directory.mkdir()
-        sink = start_sink_process(binary, directory, port)
+        sink = start_sink_process(binary, directory, port, grpc_port)
         started.append(sink)
         return sink
 
@@ -322,6 +362,7 @@ class CurlResult:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    version: str = ""  # from the status line: "HTTP/1.1", "HTTP/2"
 
     def header(self, name: str) -> str | None:
         values = self.header_values(name)
@@ -349,9 +390,9 @@ def curl(url: str, *args: str, ca_file: str | None = None, data: bytes | None = 
     # With -D - every response head is printed (e.g. 100 Continue first); keep the last.
     blocks = [block for block in head.split("\r\n\r\n") if block.strip()]
     lines = blocks[-1].split("\r\n")
-    status = int(lines[0].split()[1])
+    version, status = lines[0].split()[0], int(lines[0].split()[1])
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.append((name.strip().lower(), value.strip()))
-    return CurlResult(status=status, headers=headers, body=body)
+    return CurlResult(status=status, headers=headers, body=body, version=version)

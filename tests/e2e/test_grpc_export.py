@@ -1,0 +1,308 @@
+"""OTLP/gRPC through the proxy (TLS, ALPN h2, bearer token) to an h2c upstream: the OpenTelemetry
+SDK gRPC exporters into the built-in sink, and grpcio clients against a real grpcio receiver,
+including every local failure a gRPC client must see with the right status."""
+
+from __future__ import annotations
+
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from conftest import free_port
+from grpc_helpers import (
+    LOGS_EXPORT,
+    TRACE_EXPORT,
+    GrpcReceiver,
+    bearer_metadata,
+    export_traces,
+    grpc_channel,
+    grpc_framed,
+    grpc_log_exporter,
+    grpc_metric_exporter,
+    grpc_request_headers,
+    grpc_span_exporter,
+    h2_request,
+    raw_unary,
+    trace_request,
+)
+from otel_helpers import make_logs, make_metrics, make_spans
+
+
+def assert_forwarded_headers(stats: dict, tenant: str, path: str) -> None:
+    """The sink's last request came over gRPC with exactly one tenant header, the proxy's, and
+    no credentials."""
+    last = stats["last_request"]
+    assert last["path"] == path
+    names = [name for name, _ in last["headers"]]
+    assert [value for name, value in last["headers"] if name == "x-scope-orgid"] == [tenant], last["headers"]
+    assert "authorization" not in names, last["headers"]
+    assert stats["requests_with_authorization"] == 0
+    assert stats["duplicate_tenant_headers"] == 0
+
+
+@pytest.fixture
+def receiver():
+    """Starts in-process grpcio receivers; all stopped at teardown."""
+    started: list[GrpcReceiver] = []
+
+    def start(behaviour: str = "ok") -> GrpcReceiver:
+        server = GrpcReceiver(behaviour=behaviour).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def channels():
+    """grpcio channels opened by a test; all closed at teardown."""
+    opened: list[grpc.Channel] = []
+
+    def open_channel(port: int, ca_file: str, **options) -> grpc.Channel:
+        channel = grpc_channel(port, ca_file, options=list(options.items()))
+        opened.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in opened:
+        channel.close()
+
+
+# --- 1. SDK gRPC exporters into the sink ---------------------------------------------------
+
+
+def test_grpc_sdk_span_export_counted_under_token_tenant(proxy, sink, ca_file, tokens):
+    sink.require_grpc_port()
+    exporter = grpc_span_exporter(proxy.grpc_port, ca_file, tokens.plain)
+    try:
+        assert exporter.export(make_spans(7)) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    stats = sink.stats()
+    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0}}
+    assert_forwarded_headers(stats, "team-a", TRACE_EXPORT)
+
+
+def test_grpc_sdk_metric_export_data_points_counted(proxy, sink, ca_file, tokens):
+    sink.require_grpc_port()
+    data, points = make_metrics()
+    exporter = grpc_metric_exporter(proxy.grpc_port, ca_file, tokens.hashed)
+    try:
+        assert exporter.export(data) == MetricExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    stats = sink.stats()
+    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 0, "data_points": points, "log_records": 0}}
+    assert_forwarded_headers(stats, "team-b", "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+
+
+def test_grpc_sdk_log_export_records_counted(proxy, sink, ca_file, tokens):
+    sink.require_grpc_port()
+    exporter = grpc_log_exporter(proxy.grpc_port, ca_file, tokens.plain)
+    try:
+        assert exporter.export(make_logs(4)) == LogRecordExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    stats = sink.stats()
+    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 0, "data_points": 0, "log_records": 4}}
+    assert_forwarded_headers(stats, "team-a", LOGS_EXPORT)
+
+
+def test_grpc_sdk_span_export_on_http_listener_routed_by_content_type(proxy, sink, ca_file, tokens):
+    """Routing is per request, not per port: gRPC sent to the OTLP/HTTP port still goes to the
+    gRPC upstream."""
+    sink.require_grpc_port()
+    exporter = grpc_span_exporter(proxy.port, ca_file, tokens.hashed)
+    try:
+        assert exporter.export(make_spans(2)) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    stats = sink.stats()
+    assert stats["tenants"]["team-b"]["spans"] == 2
+    assert_forwarded_headers(stats, "team-b", TRACE_EXPORT)
+
+
+def test_grpc_sdk_span_export_wrong_token_fails_nothing_reaches_sink(proxy, sink, ca_file, tokens):
+    sink.require_grpc_port()
+    exporter = grpc_span_exporter(proxy.grpc_port, ca_file, tokens.plain + "x")
+    try:
+        started = time.monotonic()
+        assert exporter.export(make_spans(2)) == SpanExportResult.FAILURE
+        assert time.monotonic() - started < 5, "UNAUTHENTICATED must not be retried"
+    finally:
+        exporter.shutdown()
+    assert sink.stats()["requests"] == 0
+
+
+# --- 2. a real grpcio receiver behind the proxy --------------------------------------------
+
+
+def test_grpcio_upstream_sees_one_proxy_tenant_and_no_authorization(start_proxy, sink, receiver, channels, ca_file, tokens):
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    metadata = bearer_metadata(tokens.plain, ("x-scope-orgid", "evil"), ("x-scope-orgid", "evil2"))
+    export_traces(channel, trace_request(5), metadata)
+    assert upstream.spans == 5
+    exports = [call for call in upstream.calls if call.method == TRACE_EXPORT]
+    assert len(exports) == 1, upstream.calls
+    assert exports[0].values("x-scope-orgid") == ["team-a"], exports[0].metadata
+    assert exports[0].values("authorization") == [], "credentials were forwarded"
+
+
+def test_grpcio_upstream_invalid_argument_relayed_with_message(start_proxy, sink, receiver, channels, ca_file, tokens):
+    upstream = receiver("abort")
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    with pytest.raises(grpc.RpcError) as failure:
+        export_traces(channel, trace_request(1), bearer_metadata(tokens.plain))
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failure.value
+    assert failure.value.details() == "bad batch"
+    assert upstream.exports == 1
+
+
+def test_grpcio_upstream_200_concurrent_calls_one_channel_all_succeed(start_proxy, sink, receiver, channels, ca_file, tokens):
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    stub_call = channel.unary_unary(TRACE_EXPORT, request_serializer=None, response_deserializer=None)
+    payload = trace_request(1).SerializeToString()
+    metadata = bearer_metadata(tokens.hashed)
+    calls = [stub_call.future(payload, metadata=metadata, timeout=30) for _ in range(200)]
+    failures = []
+    for call in futures.as_completed(calls, timeout=40):
+        if call.exception() is not None:
+            failures.append(call.exception().code())
+    assert failures == []
+    assert upstream.spans == 200
+    assert all(call.values("x-scope-orgid") == ["team-b"] for call in upstream.calls)
+
+
+# --- 3. failures a grpcio client sees --------------------------------------------------------
+
+
+@pytest.mark.parametrize("credential", ["none", "wrong"])
+def test_grpcio_bad_credentials_unauthenticated_nothing_upstream(start_proxy, sink, receiver, channels, ca_file, tokens, credential):
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    token = None if credential == "none" else tokens.plain[:-1]
+    with pytest.raises(grpc.RpcError) as failure:
+        export_traces(channel, trace_request(1), bearer_metadata(token))
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED, failure.value
+    assert tokens.plain not in (failure.value.details() or "")
+    assert upstream.calls == []
+
+
+def test_h2_missing_token_trailers_only_unauthenticated(proxy, sink, ca_file):
+    """The local rejection is a trailers-only reply: :status 200, content-type
+    application/grpc, grpc-status 16, END_STREAM on the HEADERS frame."""
+    body = b"\x00\x00\x00\x00\x00"
+    response = h2_request(proxy.grpc_port, ca_file, grpc_request_headers(proxy.grpc_port, None), body)
+    assert response.status == 200
+    assert (response.header("content-type") or "").startswith("application/grpc")
+    assert response.ended_on_headers, (response.headers, response.trailers)
+    assert response.header("grpc-status") == "16"
+    assert response.header("grpc-message")
+    assert response.data == b""
+    assert sink.stats()["requests"] == 0
+
+
+def test_grpcio_message_over_max_recv_msg_size_resource_exhausted(start_proxy, sink, receiver, channels, ca_file, tokens):
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file, **{"grpc.max_send_message_length": 8 * 1024 * 1024})
+    payload = b"\x0a" + b"\xff" * (5 * 1024 * 1024)  # never parsed: the length prefix alone is too big
+    with pytest.raises(grpc.RpcError) as failure:
+        raw_unary(channel, TRACE_EXPORT, payload, bearer_metadata(tokens.plain), timeout=20)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, failure.value
+    assert upstream.exports == 0
+    # The same connection still carries a normal export afterwards.
+    export_traces(channel, trace_request(2), bearer_metadata(tokens.plain))
+    assert upstream.spans == 2
+
+
+def test_grpcio_message_under_raised_max_recv_msg_size_forwarded(start_proxy, sink, receiver, channels, ca_file, tokens):
+    """The limit is the configured one, not a fixed 4 MiB: a 5 MiB export passes at 8MiB."""
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port, max_recv_msg_size="8MiB")
+    channel = channels(proxy.grpc_port, ca_file, **{"grpc.max_send_message_length": 8 * 1024 * 1024})
+    request = trace_request(1)
+    request.resource_spans[0].scope_spans[0].spans[0].name = "x" * (5 * 1024 * 1024)
+    export_traces(channel, request, bearer_metadata(tokens.plain), timeout=20)
+    assert upstream.spans == 1
+
+
+def test_grpcio_upstream_down_unavailable(start_proxy, sink, channels, ca_file, tokens):
+    proxy = start_proxy(sink.port, grpc_upstream_port=free_port())
+    channel = channels(proxy.grpc_port, ca_file)
+    with pytest.raises(grpc.RpcError) as failure:
+        export_traces(channel, trace_request(1), bearer_metadata(tokens.plain))
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE, failure.value
+    # The proxy answered (grpcio's own connection failure to the proxy would say so).
+    assert "failed to connect" not in (failure.value.details() or "").lower(), failure.value.details()
+    response = h2_request(proxy.grpc_port, ca_file, grpc_request_headers(proxy.grpc_port, tokens.plain), b"\x00" * 5)
+    assert response.status == 200
+    assert response.grpc_status == 14
+
+
+def test_grpcio_slow_upstream_client_deadline_exceeded(start_proxy, sink, receiver, channels, ca_file, tokens):
+    upstream = receiver("sleep")
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as failure:
+        export_traces(channel, trace_request(1), bearer_metadata(tokens.plain), timeout=1)
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, failure.value
+    assert time.monotonic() - started < 2.5
+    assert upstream.exports == 1  # it did reach the receiver; the deadline was enforced on the way back
+
+
+def test_h2_grpc_timeout_header_proxy_answers_deadline_exceeded(start_proxy, sink, receiver, ca_file, tokens):
+    """A client that relies on the proxy to honour grpc-timeout (no local deadline) gets 4 from
+    the proxy itself, well before the receiver's 3 s answer."""
+    upstream = receiver("sleep")
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    body = grpc_framed(trace_request(1).SerializeToString())
+    started = time.monotonic()
+    headers = grpc_request_headers(proxy.grpc_port, tokens.plain, TRACE_EXPORT, ("grpc-timeout", "1S"))
+    response = h2_request(proxy.grpc_port, ca_file, headers, body, timeout=10)
+    elapsed = time.monotonic() - started
+    assert response.grpc_status == 4, (response.headers, response.trailers, response.reset_code)
+    assert 0.8 < elapsed < 2.5, elapsed
+
+
+def test_h2_upstream_timeout_setting_deadline_exceeded(start_proxy, sink, receiver, ca_file, tokens):
+    upstream = receiver("sleep")
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port, upstream_timeout="1s")
+    body = grpc_framed(trace_request(1).SerializeToString())
+    started = time.monotonic()
+    response = h2_request(proxy.grpc_port, ca_file, grpc_request_headers(proxy.grpc_port, tokens.plain), body, timeout=10)
+    elapsed = time.monotonic() - started
+    assert response.status == 200
+    assert response.grpc_status == 4, (response.headers, response.trailers, response.reset_code)
+    assert elapsed < 2.5, elapsed
+
+
+def test_grpcio_unknown_method_unimplemented_nothing_upstream(start_proxy, sink, receiver, channels, ca_file, tokens):
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    with pytest.raises(grpc.RpcError) as failure:
+        raw_unary(channel, "/foo.Bar/Baz", b"", bearer_metadata(tokens.plain))
+    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED, failure.value
+    assert upstream.calls == [], "the proxy forwarded a method it must not"
+    response = h2_request(
+        proxy.grpc_port, ca_file, grpc_request_headers(proxy.grpc_port, tokens.plain, "/foo.Bar/Baz"), b"\x00" * 5
+    )
+    assert response.status == 200
+    assert response.ended_on_headers
+    assert response.grpc_status == 12
+    assert upstream.calls == []
