@@ -306,3 +306,17 @@ def test_grpcio_unknown_method_unimplemented_nothing_upstream(start_proxy, sink,
     assert response.ended_on_headers
     assert response.grpc_status == 12
     assert upstream.calls == []
+
+
+def test_control_grpcio_direct_to_sink_h2c_counts_client_tenant(sink):
+    """Direct to the sink's h2c listener (no proxy): the sink counts gRPC exports per
+    x-scope-orgid as sent, so the proxy tests above see the proxy's rewriting, not the sink's."""
+    port = sink.require_grpc_port()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        export_traces(channel, trace_request(3), [("x-scope-orgid", "direct")])
+    finally:
+        channel.close()
+    stats = sink.stats()
+    assert stats["tenants"] == {"direct": {"requests": 1, "spans": 3, "data_points": 0, "log_records": 0}}
+    assert stats["last_request"]["path"] == TRACE_EXPORT

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from conftest import curl
-from grpc_helpers import TRACE_EXPORT, h2_request, one_kib_grpc_body
+from grpc_helpers import GOAWAY, TRACE_EXPORT, RawH2, h2_request, one_kib_grpc_body
 from otel_helpers import make_spans
 
 PROTOBUF = "Content-Type: application/x-protobuf"
@@ -124,3 +125,23 @@ def test_h2_json_export_large_body_streamed_to_http1_upstream(proxy, sink, ca_fi
     assert response.status == 200, (response.headers, response.data[:200])
     assert json.loads(response.data or b"{}") == {}
     assert sink.tenant("team-a")["spans"] == 400
+
+
+# --- graceful close --------------------------------------------------------------------------
+
+
+def test_h2_sigterm_sends_goaway_no_error_then_exit_0(start_proxy, sink, ca_file):
+    """Shutting down closes an idle HTTP/2 connection with GOAWAY (NO_ERROR, last stream id 0)
+    rather than a bare TCP close."""
+    proxy = start_proxy(sink.port)
+    client = RawH2(proxy.grpc_port, ca_file)
+    try:
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert client.wait_closed(10), "no GOAWAY or EOF after SIGTERM"
+        goaways = [payload for kind, _, _, payload in client.frames if kind == GOAWAY]
+        assert goaways, "the connection was closed without GOAWAY"
+        assert int.from_bytes(goaways[0][0:4], "big") & 0x7FFFFFFF == 0  # last stream id
+        assert int.from_bytes(goaways[0][4:8], "big") == 0  # NO_ERROR
+    finally:
+        client.close()
+    assert proxy.stop(timeout=10) == 0, proxy.describe()
