@@ -327,6 +327,8 @@ public final class HTTP2Session {
     }
 
     /// RST_STREAM with `errorCode`; the stream closes (`.streamClosed`) when the frame is sent.
+    /// nghttp2 drops frames of the stream that are still queued (e.g. a trailers-only reply just
+    /// submitted): call `drainOutput` first when they must reach the peer.
     public func submitReset(streamID: Int32, errorCode: HTTP2ErrorCode) {
         guard let session else { return }
         _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, errorCode.rawValue)

@@ -275,6 +275,30 @@ final class HTTP2SessionTests: XCTestCase {
         XCTAssertEqual(pair.serverEvents.last, .streamClosed(streamID: id, errorCode: .enhanceYourCalm))
     }
 
+    /// nghttp2 drops frames of a stream that are still queued when RST_STREAM is submitted, so a
+    /// reply that must reach the peer before the reset has to be drained first.
+    func testResetAfterTrailersOnlyReply_ReplyArrivesOnlyIfDrainedFirst() throws {
+        let pair = try SessionPair()
+        let drained = try pair.client.submitRequest(fields: requestFields(), endStream: false)
+        let notDrained = try pair.client.submitRequest(fields: requestFields(), endStream: false)
+        try pair.pump()
+        let reply = [HTTP2HeaderField(name: ":status", value: "200"), HTTP2HeaderField(name: "grpc-status", value: "8")]
+
+        try pair.server.submitResponse(streamID: drained, fields: reply, endStream: true)
+        var out = ByteBuffer()
+        try pair.server.drainOutput(into: &out, events: &pair.serverEvents)
+        try pair.client.receive(out, events: &pair.clientEvents)
+        pair.server.submitReset(streamID: drained, errorCode: .noError)
+
+        try pair.server.submitResponse(streamID: notDrained, fields: reply, endStream: true)
+        pair.server.submitReset(streamID: notDrained, errorCode: .noError)
+        try pair.pump()
+
+        XCTAssertTrue(pair.clientEvents.contains(.headers(streamID: drained, fields: reply, kind: .response, endStream: true)))
+        XCTAssertFalse(pair.clientEvents.contains { if case .headers(notDrained, _, _, _) = $0 { return true } else { return false } })
+        XCTAssertTrue(pair.clientEvents.contains(.streamClosed(streamID: notDrained, errorCode: .noError)))
+    }
+
     func testGoaway_ClientSeesLastStreamID_NewRequestsRefused() throws {
         let pair = try SessionPair()
         let first = try pair.client.submitRequest(fields: requestFields(), endStream: true)
