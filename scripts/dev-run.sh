@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: dev certificates, a bearer token and a config in DIR, then the built-in sink on
-# 127.0.0.1:14318 and the proxy on 127.0.0.1:4317/4318 in front of it. Ctrl-C stops both.
+# 127.0.0.1:14318 (OTLP/HTTP) and 127.0.0.1:14317 (OTLP/gRPC over h2c), and the proxy on
+# 127.0.0.1:4317/4318 in front of it. Ctrl-C stops both.
 set -euo pipefail
 dir=${1:-run}
 bin=${2:-.build/debug/otlp-auth-proxy}
@@ -37,7 +38,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-"$bin" sink --listen 127.0.0.1:14318 >"$dir/sink.out" 2>"$dir/sink.log" &
+"$bin" sink --listen 127.0.0.1:14318 --grpc-listen 127.0.0.1:14317 >"$dir/sink.out" 2>"$dir/sink.log" &
 pids+=($!)
 "$bin" run --config "$dir/proxy.yaml" > >(tee "$dir/proxy.out") &
 pids+=($!)

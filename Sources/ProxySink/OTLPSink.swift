@@ -1,18 +1,20 @@
-// ProxySink: a small OTLP/HTTP receiver over plaintext HTTP/1.1 for demos and tests.
-// It accepts export requests, answers with an empty Export*ServiceResponse, and counts
-// items per tenant header so tests can see exactly what the proxy forwarded.
+// ProxySink: a small OTLP receiver for demos and tests: OTLP/HTTP over plaintext HTTP/1.1 and,
+// on a second listener, OTLP/gRPC over h2c (prior-knowledge HTTP/2). It accepts export requests,
+// answers with an empty Export*ServiceResponse, and counts items per tenant header so tests can
+// see exactly what the proxy forwarded.
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The sink server. Owns its listening channel and the accepted connections (closed by
-/// `shutdown`). The event loop group belongs to the caller, who shuts it down after
+/// The sink server. Owns its listening channels (HTTP, and gRPC when asked for) and the accepted
+/// connections (closed by `shutdown`). Both listeners share one set of counters. The event loop group belongs to the caller, who shuts it down after
 /// `shutdown()` returns. Call `start()` once, then `shutdown()` once.
 public final class OTLPSink: Sendable {
     private let host: String
     private let port: Int
+    private let grpcPort: Int?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let maxBodyBytes: Int
@@ -21,18 +23,33 @@ public final class OTLPSink: Sendable {
 
     /// - Parameters:
     ///   - port: 0 binds an ephemeral port; `start()` returns the one chosen.
-    ///   - maxBodyBytes: larger request bodies get 413 and the connection is closed.
-    public init(host: String, port: Int, eventLoopGroup: any EventLoopGroup, logger: Logger,
+    ///   - grpcPort: the OTLP/gRPC (h2c) listener's port on the same host; nil for none, 0 for an
+    ///     ephemeral one.
+    ///   - maxBodyBytes: larger request bodies get 413 and the connection is closed; a gRPC message
+    ///     declared larger gets RESOURCE_EXHAUSTED.
+    public init(host: String, port: Int, grpcPort: Int? = nil, eventLoopGroup: any EventLoopGroup, logger: Logger,
                 maxBodyBytes: Int = 64 * 1024 * 1024) {
         self.host = host
         self.port = port
+        self.grpcPort = grpcPort
         self.group = eventLoopGroup
         self.logger = logger
         self.maxBodyBytes = maxBodyBytes
     }
 
-    /// Binds and starts accepting; returns the bound port.
-    public func start() async throws -> Int {
+    /// Binds and starts accepting; returns the bound ports (`grpc` nil without a gRPC listener).
+    public func start() async throws -> (http: Int, grpc: Int?) {
+        let http = try await startHTTP()
+        guard let grpcPort else { return (http, nil) }
+        do {
+            return (http, try await startGRPC(port: grpcPort))
+        } catch {
+            try? await shutdown()
+            throw error
+        }
+    }
+
+    private func startHTTP() async throws -> Int {
         let maxBodyBytes = self.maxBodyBytes
         let logger = self.logger
         let server = try await ServerBootstrap(group: group)
@@ -49,21 +66,43 @@ public final class OTLPSink: Sendable {
             }
             .bind(host: host, port: port)
             .get()
-        channels.withLockedValue { $0.server = server }
+        channels.withLockedValue { $0.servers.append(server) }
         let bound = server.localAddress?.port ?? port
-        logger.info("sink listening", metadata: ["address": "\(host):\(bound)"])
+        logger.info("sink listening", metadata: ["address": "\(host):\(bound)", "protocol": "http"])
+        return bound
+    }
+
+    private func startGRPC(port: Int) async throws -> Int {
+        let maxBodyBytes = self.maxBodyBytes
+        let logger = self.logger
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                self.register(channel)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        SinkGRPCHandler(sink: self, maxMessageBytes: maxBodyBytes, logger: logger))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        channels.withLockedValue { $0.servers.append(server) }
+        let bound = server.localAddress?.port ?? port
+        logger.info("sink listening", metadata: ["address": "\(host):\(bound)", "protocol": "grpc"])
         return bound
     }
 
     /// Stops accepting, closes open connections, and waits for the listener to close.
     public func shutdown() async throws {
-        let (server, open) = channels.withLockedValue { registry in
+        let (servers, open) = channels.withLockedValue { registry in
             registry.shuttingDown = true
-            defer { registry.server = nil; registry.open = [:] }
-            return (registry.server, Array(registry.open.values))
+            defer { registry.servers = []; registry.open = [:] }
+            return (registry.servers, Array(registry.open.values))
         }
         for channel in open { channel.close(promise: nil) }
-        if let server { try await server.close() }
+        for server in servers { try await server.close() }
     }
 
     /// The counters as of now.
@@ -87,6 +126,18 @@ public final class OTLPSink: Sendable {
         return outcome.response
     }
 
+    /// Counts one gRPC call whose message was read (or failed to be) and returns its reply.
+    func processGRPC(_ request: SinkRequest, message: Result<[UInt8], GRPCFramingError>) -> GRPCReply {
+        let (outcome, reply) = GRPCExport.evaluate(request, message: message)
+        state.withLockedValue { $0.record(request, outcome: outcome) }
+        return reply
+    }
+
+    /// Counts one gRPC call rejected on its headers.
+    func recordGRPC(_ request: SinkRequest) {
+        state.withLockedValue { $0.record(request, outcome: GRPCExport.recorded(nil)) }
+    }
+
     private func register(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
         let accepted = channels.withLockedValue { registry in
@@ -104,9 +155,9 @@ public final class OTLPSink: Sendable {
     }
 }
 
-/// The listener and the connections accepted so far, for shutdown.
+/// The listeners and the connections accepted so far, for shutdown.
 private struct ChannelRegistry: Sendable {
-    var server: (any Channel)?
+    var servers: [any Channel] = []
     var open: [ObjectIdentifier: any Channel] = [:]
     var shuttingDown = false
 }

@@ -93,6 +93,9 @@ struct SinkCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address to listen on for OTLP/HTTP (plaintext).")
     var listen: String = "127.0.0.1:14318"
 
+    @Option(name: .customLong("grpc-listen"), help: "Address to listen on for OTLP/gRPC (plaintext h2c).")
+    var grpcListen: String = "127.0.0.1:14317"
+
     func run() async throws {
         bootstrapLogging(level: "info")
         let logger = Logger(label: "otlp-auth-proxy.sink")
@@ -100,12 +103,22 @@ struct SinkCommand: AsyncParsableCommand {
             printError("sink: --listen \(listen): expected host:port, e.g. 127.0.0.1:14318")
             throw ExitCode(1)
         }
+        guard let grpcEndpoint = Endpoint.parse(grpcListen) else {
+            printError("sink: --grpc-listen \(grpcListen): expected host:port, e.g. 127.0.0.1:14317")
+            throw ExitCode(1)
+        }
+        guard grpcEndpoint.host == endpoint.host else {
+            printError("sink: --grpc-listen \(grpcListen): must use the same host as --listen (\(endpoint.host))")
+            throw ExitCode(1)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let sink = OTLPSink(host: endpoint.host, port: endpoint.port, eventLoopGroup: group, logger: logger)
+        let sink = OTLPSink(host: endpoint.host, port: endpoint.port, grpcPort: grpcEndpoint.port,
+                            eventLoopGroup: group, logger: logger)
         let service = ListenerService(
             start: {
-                let port = try await sink.start()
-                printReady("sink ready http=\(Endpoint(host: endpoint.host, port: port))")
+                let ports = try await sink.start()
+                let grpc = Endpoint(host: grpcEndpoint.host, port: ports.grpc ?? grpcEndpoint.port)
+                printReady("sink ready http=\(Endpoint(host: endpoint.host, port: ports.http)) grpc=\(grpc)")
             },
             stop: { try? await sink.shutdown() })
         let serviceGroup = ServiceGroup(

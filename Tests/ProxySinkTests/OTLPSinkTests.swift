@@ -19,7 +19,7 @@ final class OTLPSinkTests: XCTestCase {
     private func startSink(maxBodyBytes: Int = 64 * 1024 * 1024) async throws {
         sink = OTLPSink(host: "127.0.0.1", port: 0, eventLoopGroup: group, logger: Logger(label: "sink-test"),
                         maxBodyBytes: maxBodyBytes)
-        port = try await sink.start()
+        port = try await sink.start().http
     }
 
     override func tearDown() async throws {
