@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(
             name: "ProxySinkTests",
             dependencies: [
-                "ProxySink",
+                "ProxySink", "ProxyHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

@@ -1,19 +1,22 @@
 import Foundation
 import NIOHTTP1
+import ProxyHTTP2
 
-/// The rules for the headers the proxy owns, applied to every forwarded request.
+/// The rules for the headers the proxy owns, applied to every forwarded request, whatever the protocol
+/// on either side.
 ///
 /// The proxy is the only source of the tenant header: every client-sent copy is dropped (any case,
 /// any number of them, also when named in `Connection:`), then exactly one value is set from the
 /// principal. Hop-by-hop headers and credentials never cross. Pure and channel-free, so it is tested
-/// directly and shared by every protocol front.
+/// directly; the HTTP/1.1 and HTTP/2 fronts share the one rule set (`forwardedRequestFields`).
 public struct HeaderPolicy: Sendable {
-    /// The tenant header's name as configured (e.g. `X-Scope-OrgID`), written in that spelling.
+    /// The tenant header's name as configured (e.g. `X-Scope-OrgID`), written in that spelling on HTTP/1.1.
     public let tenantHeader: String
     /// Whether the client's `Authorization` header goes upstream (off by default).
     public let forwardAuthorization: Bool
 
-    private let tenantHeaderLowercased: String
+    /// The tenant header's name as HTTP/2 requires it (lower case).
+    let tenantHeaderLowercased: String
 
     public init(tenantHeader: String, forwardAuthorization: Bool) {
         self.tenantHeader = tenantHeader
@@ -21,52 +24,103 @@ public struct HeaderPolicy: Sendable {
         self.tenantHeaderLowercased = tenantHeader.lowercased()
     }
 
-    /// Headers that describe one hop and never pass through a proxy (RFC 9110 §7.6.1), plus
-    /// `proxy-authorization` (a credential for us, not the receiver) and `expect` (answered here).
+    /// Headers that describe one hop and never pass through a proxy (RFC 9110 §7.6.1, RFC 9113
+    /// §8.2.2), plus `proxy-authorization` (a credential for us, not the receiver) and `expect`
+    /// (answered here). `te: trailers` is re-added by the gRPC relay, which needs it.
     static let hopByHop: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-        "proxy-authorization", "proxy-authenticate", "expect",
+        "proxy-authorization", "proxy-authenticate", "expect", "http2-settings",
     ]
 
     /// Headers a `Connection:` list can never remove: they frame the message or identify the target.
     static let framing: Set<String> = ["content-length", "host", "content-type", "content-encoding"]
 
-    /// The headers sent upstream for a client request authenticated as `tenant`.
-    public func upstreamRequestHeaders(from client: HTTPHeaders, tenant: String) -> HTTPHeaders {
-        let nominated = Self.connectionNominated(client)
-        var out = HTTPHeaders()
-        out.reserveCapacity(client.count + 1)
-        for (name, value) in client {
+    /// Calls `forward` for each client field that may go upstream, in order; pseudo-headers are the
+    /// caller's business and are skipped. The caller then adds the tenant header.
+    func forwardedRequestFields(
+        _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>,
+        _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
+    ) {
+        for (name, value) in fields {
             let lower = name.lowercased()
+            if lower.hasPrefix(":") { continue }
             if lower == tenantHeaderLowercased { continue }
             if Self.hopByHop.contains(lower) { continue }
             if lower == "authorization" && !forwardAuthorization { continue }
             if nominated.contains(lower) && !Self.framing.contains(lower) { continue }
-            out.add(name: name, value: value)
+            forward(name, lower, value)
+        }
+    }
+
+    /// The headers sent upstream over HTTP/1.1 for a client request authenticated as `tenant`.
+    public func upstreamRequestHeaders(from client: HTTPHeaders, tenant: String) -> HTTPHeaders {
+        var out = HTTPHeaders()
+        out.reserveCapacity(client.count + 1)
+        forwardedRequestFields(client.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(client)) {
+            name, _, value in out.add(name: name, value: value)
         }
         out.add(name: tenantHeader, value: tenant)
+        return out
+    }
+
+    /// The regular (non-pseudo) fields sent upstream over HTTP/2 for a client request authenticated as
+    /// `tenant`; names lower case as HTTP/2 requires.
+    public func upstreamRequestFields(from client: [HTTP2HeaderField], tenant: String) -> [HTTP2HeaderField] {
+        var out: [HTTP2HeaderField] = []
+        out.reserveCapacity(client.count + 1)
+        forwardedRequestFields(client.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(client)) {
+            _, lower, value in out.append(HTTP2HeaderField(name: lower, value: value))
+        }
+        out.append(HTTP2HeaderField(name: tenantHeaderLowercased, value: tenant))
         return out
     }
 
     /// The headers relayed to the client from an upstream response: hop-by-hop ones are dropped, the
     /// client connection's own framing and keep-alive are decided by the proxy.
     public func clientResponseHeaders(from upstream: HTTPHeaders) -> HTTPHeaders {
-        let nominated = Self.connectionNominated(upstream)
         var out = HTTPHeaders()
         out.reserveCapacity(upstream.count)
-        for (name, value) in upstream {
-            let lower = name.lowercased()
-            if Self.hopByHop.contains(lower) { continue }
-            if nominated.contains(lower) && !Self.framing.contains(lower) { continue }
-            out.add(name: name, value: value)
+        forEachResponseField(upstream.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(upstream)) {
+            name, _, value in out.add(name: name, value: value)
         }
         return out
     }
 
+    /// The same for HTTP/2 fields (response headers or trailers), pseudo-headers skipped.
+    public func clientResponseFields(from upstream: some Sequence<(name: String, value: String)>) -> [HTTP2HeaderField] {
+        var out: [HTTP2HeaderField] = []
+        forEachResponseField(upstream, nominated: []) { _, lower, value in
+            out.append(HTTP2HeaderField(name: lower, value: value))
+        }
+        return out
+    }
+
+    private func forEachResponseField(
+        _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>,
+        _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
+    ) {
+        for (name, value) in fields {
+            let lower = name.lowercased()
+            if lower.hasPrefix(":") { continue }
+            if Self.hopByHop.contains(lower) { continue }
+            if nominated.contains(lower) && !Self.framing.contains(lower) { continue }
+            forward(name, lower, value)
+        }
+    }
+
     /// The lower-cased names listed in every `Connection` header.
     static func connectionNominated(_ headers: HTTPHeaders) -> Set<String> {
+        connectionNominated(values: headers["connection"])
+    }
+
+    static func connectionNominated(_ fields: [HTTP2HeaderField]) -> Set<String> {
+        // HTTP/2 forbids `Connection` (nghttp2 rejects such requests), so this is normally empty.
+        connectionNominated(values: fields.lazy.filter { $0.name == "connection" }.map(\.value))
+    }
+
+    private static func connectionNominated(values: some Sequence<String>) -> Set<String> {
         var names: Set<String> = []
-        for value in headers["connection"] {
+        for value in values {
             for token in value.split(separator: ",") {
                 let name = token.trimmingCharacters(in: .whitespaces).lowercased()
                 if !name.isEmpty { names.insert(name) }

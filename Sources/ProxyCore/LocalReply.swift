@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import ProxyAuth
+import ProxyHTTP2
 import ProxyJSON
 
 /// A reply the proxy makes itself instead of forwarding: refused credentials, wrong path or method,
@@ -107,5 +108,20 @@ struct LocalReply: Sendable, Equatable {
         for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         if close { headers.add(name: "Connection", value: "close") }
         return HTTPResponseHead(version: version, status: status, headers: headers)
+    }
+}
+
+extension LocalReply {
+    /// A gRPC call to a method other than the three OTLP Export methods.
+    static let unimplementedMethod = LocalReply(
+        status: .notFound, rpcCode: Code.unimplemented,
+        message: "unknown method: only the OTLP Export methods are served")
+    /// A gRPC message over `grpc.max_recv_msg_size`.
+    static let messageTooLarge = LocalReply(
+        status: .payloadTooLarge, rpcCode: Code.resourceExhausted, message: "message larger than max_recv_msg_size")
+
+    /// The same reply as a gRPC trailers-only response; google.rpc codes are gRPC status codes.
+    var grpcTrailersOnly: [HTTP2HeaderField] {
+        GRPC.trailersOnly(code: rpcCode, message: message)
     }
 }

@@ -5,19 +5,19 @@ import ProxyTLS
 
 /// Waits for the TLS handshake and installs the protocol front the client negotiated with ALPN.
 ///
-/// Only HTTP/1.1 exists so far (no ALPN or `http/1.1`); HTTP/2 joins in the next step. Removes itself
+/// `h2` gets the HTTP/2 front; `http/1.1` or no ALPN the HTTP/1.1 front. Removes itself
 /// once the front is installed. The TLS handler fires the handshake event before it passes on any
 /// application data, so nothing reaches the front before it is in place.
 final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
     private let runtime: ProxyRuntime
-    private let pool: UpstreamHTTP1Pool
+    private let pools: UpstreamPools
     private let logger: Logger
 
-    init(runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, logger: Logger) {
+    init(runtime: ProxyRuntime, pools: UpstreamPools, logger: Logger) {
         self.runtime = runtime
-        self.pool = pool
+        self.pools = pools
         self.logger = logger
     }
 
@@ -28,6 +28,17 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
         }
         switch event {
         case .handshakeCompleted(let negotiated):
+            if negotiated == "h2" {
+                do {
+                    let sync = context.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout), position: .after(self))
+                    try sync.addHandler(HTTP2ServerConnection(runtime: runtime, pools: pools, logger: logger))
+                    sync.removeHandler(context: context, promise: nil)
+                } catch {
+                    context.close(promise: nil)
+                }
+                return
+            }
             guard negotiated == nil || negotiated == "http/1.1" else {
                 logger.debug("unsupported ALPN protocol", metadata: ["alpn": "\(negotiated ?? "")"])
                 context.close(promise: nil)
@@ -45,7 +56,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                     position: .after(self), withPipeliningAssistance: true, withErrorHandling: false,
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                 try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout))
-                try sync.addHandler(HTTP1ExchangeHandler(runtime: runtime, pool: pool, logger: logger))
+                try sync.addHandler(HTTP1ExchangeHandler(runtime: runtime, pool: pools.http(on: context.eventLoop), logger: logger))
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             } catch {
                 context.close(promise: nil)

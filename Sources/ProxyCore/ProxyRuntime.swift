@@ -13,6 +13,7 @@ public final class ProxyRuntime: Sendable {
     /// The limits an exchange enforces, converted once from the configuration.
     struct Limits: Sendable {
         var maxRequestBodySize: Int
+        var maxRecvMsgSize: Int
         var maxHeaderBytes: Int
         var maxHeaderCount: Int
         var upstreamTimeout: TimeAmount
@@ -34,7 +35,7 @@ public final class ProxyRuntime: Sendable {
                     certificateChainFile: configuration.tls.certFile,
                     privateKeyFile: configuration.tls.keyFile,
                     minimumVersion: TLSVersion(rawValue: configuration.tls.minVersion) ?? .v1_2,
-                    alpnProtocols: ["http/1.1"]))
+                    alpnProtocols: ["h2", "http/1.1"]))
         } catch {
             throw StartupError(message: "\(error)")
         }
@@ -52,6 +53,7 @@ public final class ProxyRuntime: Sendable {
             forwardAuthorization: configuration.auth.forwardAuthorization)
         self.limits = Limits(
             maxRequestBodySize: configuration.http.maxRequestBodySize,
+            maxRecvMsgSize: configuration.grpc.maxRecvMsgSize,
             maxHeaderBytes: configuration.http.maxHeaderBytes,
             maxHeaderCount: configuration.http.maxHeaderCount,
             upstreamTimeout: TimeAmount(configuration.upstream.timeout),

@@ -21,26 +21,14 @@ public final class ProxyServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let runtimeBox: NIOLockedValueBox<ProxyRuntime>
-    private let upstreamHTTPAddress: SocketAddress
-    /// One pool per event loop, created lazily on that loop.
-    private let pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamHTTP1Pool?>]
+    private let pools: UpstreamPools
     private let channels = NIOLockedValueBox<[any Channel]>([])
 
     public init(runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger) throws(StartupError) {
         self.group = group
         self.logger = logger
         self.runtimeBox = NIOLockedValueBox(runtime)
-        let upstream = runtime.configuration.upstream.http
-        do {
-            self.upstreamHTTPAddress = try SocketAddress.makeAddressResolvingHost(upstream.host, port: upstream.port)
-        } catch {
-            throw StartupError(message: "upstream.http: cannot resolve \(upstream): \(error)")
-        }
-        var pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamHTTP1Pool?>] = [:]
-        for loop in group.makeIterator() {
-            pools[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: UpstreamHTTP1Pool.self, eventLoop: loop)
-        }
-        self.pools = pools
+        self.pools = try UpstreamPools(upstream: runtime.configuration.upstream, group: group)
     }
 
     /// The runtime new connections use.
@@ -63,9 +51,7 @@ public final class ProxyServer: Sendable {
         for channel in listeners {
             try? await channel.close()
         }
-        for (_, box) in pools {
-            try? await box.eventLoop.submit { box.value?.closeIdle() }.get()
-        }
+        await pools.closeAll()
     }
 
     private func bind(_ endpoint: Endpoint, name: String) async throws -> SocketAddress {
@@ -94,21 +80,7 @@ public final class ProxyServer: Sendable {
         let runtime = self.runtime
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
-        try sync.addHandler(
-            ProtocolSelectionHandler(runtime: runtime, pool: pool(for: channel.eventLoop, runtime: runtime), logger: logger))
-    }
-
-    private func pool(for eventLoop: any EventLoop, runtime: ProxyRuntime) -> UpstreamHTTP1Pool {
-        guard let box = pools[ObjectIdentifier(eventLoop)] else {
-            preconditionFailure("connection accepted on an event loop outside the proxy's group")
-        }
-        if let pool = box.value { return pool }
-        let upstream = runtime.configuration.upstream
-        let pool = UpstreamHTTP1Pool(
-            eventLoop: eventLoop, address: upstreamHTTPAddress,
-            connectTimeout: TimeAmount(upstream.connectTimeout), maxIdle: upstream.maxIdleConnections)
-        box.value = pool
-        return pool
+        try sync.addHandler(ProtocolSelectionHandler(runtime: runtime, pools: pools, logger: logger))
     }
 }
 

@@ -76,8 +76,8 @@ final class HTTP1ProxyTests: XCTestCase {
         let url = "https://127.0.0.1:\(proxy.httpPort)/v1/metrics"
         let result = try runProcess(
             "/usr/bin/curl",
-            ["-sS", "--cacert", files.caFile, "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n"]
-                + auth + ["-d", "a", url, "--next", "--cacert", files.caFile, "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n"]
+            ["-sS", "--http1.1", "--cacert", files.caFile, "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n"]
+                + auth + ["-d", "a", url, "--next", "--http1.1", "--cacert", files.caFile, "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n"]
                 + auth + ["-d", "b", url])
         XCTAssertEqual(result.stdout, "200 1\n200 0\n", "the second request rides the same client connection")
         XCTAssertEqual(upstream.requests.map { String(decoding: $0.body, as: UTF8.self) }, ["a", "b"])

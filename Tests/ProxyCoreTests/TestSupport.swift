@@ -182,11 +182,14 @@ final class RecordingUpstream: Sendable {
 final class RunningProxy {
     let server: ProxyServer
     let httpPort: Int
+    let grpcPort: Int
 
     init(configuration: ProxyConfiguration, group: any EventLoopGroup) async throws {
         let runtime = try ProxyRuntime(configuration: configuration)
         server = try ProxyServer(runtime: runtime, group: group, logger: Logger(label: "test"))
-        httpPort = try await server.start().http.port!
+        let bound = try await server.start()
+        httpPort = bound.http.port!
+        grpcPort = bound.grpc.port!
     }
 
     func stop() async {
@@ -202,10 +205,12 @@ struct CurlResult {
     var exitCode: Int32
 }
 
+/// Runs curl; HTTP/1.1 unless the arguments ask for `--http2` (curl would otherwise pick h2 by ALPN).
 func curl(_ arguments: [String], caFile: String) throws -> CurlResult {
+    let version = arguments.contains("--http2") ? [] : ["--http1.1"]
     let result = try runProcess(
         "/usr/bin/curl",
-        ["-sS", "--cacert", caFile, "-D", "/dev/stderr", "-o", "/dev/stdout", "--max-time", "10"] + arguments)
+        ["-sS", "--cacert", caFile, "-D", "/dev/stderr", "-o", "/dev/stdout", "--max-time", "10"] + version + arguments)
     var status = 0
     var headers: [String: [String]] = [:]
     for line in result.stderr.split(whereSeparator: \.isNewline) {

@@ -1,0 +1,667 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ProxyAuth
+import ProxyHTTP2
+
+/// Serves one client connection that negotiated `h2`: owns the server `HTTP2Session` and one
+/// `HTTP2StreamExchange` per open stream.
+///
+/// Routing is per request, not per port: `application/grpc*` goes to the gRPC receiver over pooled
+/// h2c, anything else follows the OTLP/HTTP rules and is translated to HTTP/1.1 for the HTTP
+/// receiver. Output is drained from the session only while the socket is writable, so a client that
+/// stops reading holds at most its own flow-control windows here.
+final class HTTP2ServerConnection: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let runtime: ProxyRuntime
+    let pools: UpstreamPools
+    let logger: Logger
+
+    private let session: HTTP2Session
+    private var context: ChannelHandlerContext?
+    private var exchanges: [Int32: HTTP2StreamExchange] = [:]
+    private var events: [HTTP2Event] = []
+    private var closing = false
+    private var outputPending = false
+
+    init(runtime: ProxyRuntime, pools: UpstreamPools, logger: Logger) throws {
+        self.runtime = runtime
+        self.pools = pools
+        self.logger = logger
+        var settings = HTTP2SessionSettings()
+        settings.maxHeaderListBytes = runtime.limits.maxHeaderBytes
+        settings.maxHeaderCount = runtime.limits.maxHeaderCount
+        self.session = try HTTP2Session(role: .server, settings: settings)
+    }
+
+    var eventLoop: any EventLoop { context!.eventLoop }
+    var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        flushOutput()  // our SETTINGS
+    }
+
+    // MARK: Client bytes in
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        do {
+            try session.receive(unwrapInboundIn(data), events: &events)
+        } catch {
+            logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
+            handleEvents()
+            closeConnection(sendGoaway: false)
+            return
+        }
+        handleEvents()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushOutput()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flushOutput() }
+        for exchange in exchanges.values { exchange.clientWritabilityChanged(context.channel.isWritable) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        let open = exchanges
+        exchanges.removeAll()
+        for exchange in open.values { exchange.clientGone() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("client connection error", metadata: ["error": "\(error)"])
+        closeConnection(sendGoaway: true)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            if exchanges.isEmpty { closeConnection(sendGoaway: true) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if mode == .all && !closing {
+            // Closed by us (shutdown, idle, error): tell the client which streams were processed.
+            session.submitGoaway(errorCode: .noError)
+            flushOutput(force: true)
+        }
+        closing = true
+        context.close(mode: mode, promise: promise)
+    }
+
+    /// Events are handled by one loop at a time: work done while handling (a submit that drains
+    /// output) appends to `events`, and the running loop picks those up.
+    private var handlingEvents = false
+
+    private func handleEvents() {
+        guard !handlingEvents else { return }
+        handlingEvents = true
+        defer { handlingEvents = false }
+        var index = 0
+        while index < events.count {
+            let event = events[index]
+            index += 1
+            switch event {
+            case .headers(let streamID, let fields, let kind, let endStream):
+                switch kind {
+                case .request:
+                    let exchange = HTTP2StreamExchange(streamID: streamID, connection: self)
+                    exchanges[streamID] = exchange
+                    exchange.start(fields: fields, endStream: endStream)
+                case .trailers:
+                    // Request trailers are never forwarded (a tenant header could hide there); they only end the body.
+                    exchanges[streamID]?.clientData(allocator.buffer(capacity: 0), endStream: true)
+                case .response, .informational:
+                    break
+                }
+            case .data(let streamID, let data, let endStream):
+                if let exchange = exchanges[streamID] {
+                    exchange.clientData(data, endStream: endStream)
+                } else {
+                    session.consume(streamID: streamID, bytes: data.readableBytes)
+                }
+            case .dataSent(let streamID, let bytes):
+                exchanges[streamID]?.clientTookResponseBytes(bytes)
+            case .streamReset(let streamID, _):
+                exchanges.removeValue(forKey: streamID)?.clientGone()
+            case .streamClosed(let streamID, let code):
+                exchanges.removeValue(forKey: streamID)?.clientStreamClosed(errorCode: code)
+            case .goaway, .remoteSettings:
+                break
+            }
+        }
+        events.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: Output, for the exchanges
+
+    func submitResponse(_ streamID: Int32, fields: [HTTP2HeaderField], endStream: Bool) {
+        do {
+            try session.submitResponse(streamID: streamID, fields: fields, endStream: endStream)
+        } catch {
+            session.submitReset(streamID: streamID, errorCode: .internalError)
+        }
+        flushOutput()
+    }
+
+    func submitData(_ streamID: Int32, _ data: ByteBuffer, endStream: Bool) {
+        do {
+            try session.submitData(streamID: streamID, data, endStream: endStream)
+        } catch {
+            session.submitReset(streamID: streamID, errorCode: .internalError)
+        }
+        flushOutput()
+    }
+
+    func submitTrailers(_ streamID: Int32, fields: [HTTP2HeaderField]) {
+        do {
+            try session.submitTrailers(streamID: streamID, fields: fields)
+        } catch {
+            session.submitReset(streamID: streamID, errorCode: .internalError)
+        }
+        flushOutput()
+    }
+
+    func submitReset(_ streamID: Int32, errorCode: HTTP2ErrorCode) {
+        // nghttp2 drops a stream's unsent frames on reset: send what is queued (a reply) first.
+        flushOutput(force: true)
+        session.submitReset(streamID: streamID, errorCode: errorCode)
+        flushOutput()
+    }
+
+    /// Opens the client's window by `bytes` of request DATA that went on towards the receiver.
+    func consume(_ streamID: Int32, bytes: Int) {
+        guard bytes > 0 else { return }
+        session.consume(streamID: streamID, bytes: bytes)
+        flushOutput()
+    }
+
+    /// Drains the session into one write, unless the client is not reading (then on writability).
+    func flushOutput(force: Bool = false) {
+        guard let context else { return }
+        guard force || context.channel.isWritable else {
+            outputPending = true
+            return
+        }
+        outputPending = false
+        var buffer = context.channel.allocator.buffer(capacity: 0)
+        do {
+            try session.drainOutput(into: &buffer, events: &events)
+        } catch {
+            closing = true
+            context.close(promise: nil)
+            return
+        }
+        if buffer.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
+        if !events.isEmpty { handleEvents() }
+        if !closing && !session.wantsRead && !session.wantsWrite {
+            closing = true
+            context.close(promise: nil)
+        }
+    }
+
+    private func closeConnection(sendGoaway: Bool) {
+        guard let context, !closing else { return }
+        if sendGoaway { session.submitGoaway(errorCode: .noError) }
+        flushOutput(force: true)
+        closing = true
+        context.close(promise: nil)
+    }
+}
+
+/// One client stream on an HTTP/2 connection: a gRPC call relayed to the gRPC receiver over h2c,
+/// or an OTLP/HTTP request translated to HTTP/1.1 for the HTTP receiver, or a local reply.
+///
+/// Owned by its `HTTP2ServerConnection` until the stream closes; holds the upstream stream or
+/// connection it uses. All calls happen on the connection's event loop.
+final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange {
+    private enum Target {
+        case grpc(OTLPSignal)
+        case http(OTLPSignal)
+    }
+
+    private enum Phase {
+        /// Authenticated, waiting for an upstream; request DATA queues here (bounded by the window,
+        /// since it is not consumed yet).
+        case connecting(pending: [(ByteBuffer, Bool)])
+        case h2c(connection: UpstreamH2Connection, streamID: Int32)
+        case h1(connection: UpstreamHTTP1Connection)
+        /// A local reply went out, or the exchange ended: request DATA is consumed and dropped.
+        case finished
+    }
+
+    let streamID: Int32
+    private unowned let connection: HTTP2ServerConnection
+    private var runtime: ProxyRuntime { connection.runtime }
+    private var target: Target = .http(.traces)
+    private var phase: Phase = .finished
+    private var encoding: OTLPEncoding = .protobuf
+    private var requestComplete = false
+    private var responseStarted = false
+    private var responseComplete = false
+    private var bodyBytes = 0
+    private var scanner: GRPCMessageScanner?
+    /// Request bytes written to an HTTP/1.1 receiver that is not writable: consumed when it is.
+    private var unconsumed = 0
+    private var responseTimer: Scheduled<Void>?
+    private var deadlineTimer: Scheduled<Void>?
+
+    init(streamID: Int32, connection: HTTP2ServerConnection) {
+        self.streamID = streamID
+        self.connection = connection
+    }
+
+    // MARK: Request
+
+    func start(fields: [HTTP2HeaderField], endStream: Bool) {
+        requestComplete = endStream
+        var method = ""
+        var path = ""
+        var authority: String?
+        var contentType: String?
+        var authorization: [String] = []
+        var contentLength: [String] = []
+        var grpcTimeout: String?
+        for field in fields {
+            switch field.name {
+            case ":method": method = field.value
+            case ":path": path = field.value
+            case ":authority": authority = field.value
+            case "content-type": contentType = field.value
+            case "authorization": authorization.append(field.value)
+            case "content-length": contentLength.append(field.value)
+            case "grpc-timeout": grpcTimeout = field.value
+            default: break
+            }
+        }
+        encoding = OTLPEncoding(contentType: contentType)
+        let limits = runtime.limits
+
+        if GRPC.isGRPC(contentType: contentType) {
+            guard let signal = OTLPSignal(grpcPath: path), method == "POST" else {
+                target = .grpc(.traces)
+                reply(.unimplementedMethod, reason: "unknown_method")
+                return
+            }
+            target = .grpc(signal)
+            scanner = GRPCMessageScanner(maxMessageSize: limits.maxRecvMsgSize)
+        } else {
+            guard let signal = OTLPSignal(httpTarget: path) else {
+                target = .http(.traces)
+                reply(.notFound, reason: "unknown_path")
+                return
+            }
+            target = .http(signal)
+            guard method == "POST" else {
+                reply(.methodNotAllowed, reason: "method")
+                return
+            }
+            if let declared = contentLength.first.flatMap(Int.init), declared > limits.maxRequestBodySize {
+                reply(.bodyTooLarge, reason: "body_limit")
+                return
+            }
+        }
+
+        let principal: Principal
+        switch runtime.authenticator.authenticate(authorization: authorization) {
+        case .success(let found):
+            principal = found
+        case .failure(let failure):
+            connection.logger.info(
+                "request refused", metadata: ["auth.result": "failure", "auth.reason": "\(failure.reason)"])
+            reply(.authenticationFailed(failure), reason: failure.reason)
+            return
+        }
+
+        phase = .connecting(pending: [])
+        if let timeout = GRPC.timeout(grpcTimeout), case .grpc = target {
+            deadlineTimer = connection.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+                timedOut()
+            }
+        }
+        switch target {
+        case .grpc(let signal):
+            var upstreamFields = [
+                HTTP2HeaderField(name: ":method", value: "POST"),
+                HTTP2HeaderField(name: ":scheme", value: "http"),
+                HTTP2HeaderField(name: ":authority", value: authority ?? connection.pools.grpcAuthority),
+                HTTP2HeaderField(name: ":path", value: signal.grpcPath),
+                HTTP2HeaderField(name: "te", value: "trailers"),
+            ]
+            upstreamFields += runtime.headerPolicy.upstreamRequestFields(from: fields, tenant: principal.tenant)
+            connection.pools.grpc(on: connection.eventLoop).acquire { [self] result in
+                grpcUpstreamAcquired(result, fields: upstreamFields)
+            }
+        case .http(let signal):
+            var headers = HTTPHeaders()
+            if let authority { headers.add(name: "host", value: authority) }
+            for field in fields where !field.name.hasPrefix(":") { headers.add(name: field.name, value: field.value) }
+            var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: signal.httpPath)
+            head.headers = runtime.headerPolicy.upstreamRequestHeaders(from: headers, tenant: principal.tenant)
+            if endStream && head.headers["content-length"].isEmpty {
+                head.headers.add(name: "content-length", value: "0")
+            }
+            connection.pools.http(on: connection.eventLoop).acquire { [self] result in
+                httpUpstreamAcquired(result, head: head)
+            }
+        }
+    }
+
+    func clientData(_ data: ByteBuffer, endStream: Bool) {
+        if endStream { requestComplete = true }
+        let size = data.readableBytes
+        bodyBytes += size
+        if case .finished = phase {
+            connection.consume(streamID, bytes: size)
+            return
+        }
+        if var scanner {
+            let outcome = scanner.scan(data)
+            self.scanner = scanner
+            if case .tooLarge = outcome {
+                connection.consume(streamID, bytes: size)
+                reply(.messageTooLarge, reason: "message_limit")
+                return
+            }
+        } else if bodyBytes > runtime.limits.maxRequestBodySize {
+            connection.consume(streamID, bytes: size)
+            reply(.bodyTooLarge, reason: "body_limit")
+            return
+        }
+        switch phase {
+        case .connecting(var pending):
+            pending.append((data, endStream))
+            phase = .connecting(pending: pending)
+        case .h2c(let upstream, let upstreamStreamID):
+            upstream.sendData(streamID: upstreamStreamID, data, endStream: endStream)
+            if endStream { startResponseTimer() }
+        case .h1(let upstream):
+            writeToHTTP1(upstream, data: data, endStream: endStream)
+        case .finished:
+            break
+        }
+    }
+
+    /// The client took `bytes` of response DATA: give the receiver's window back by as much.
+    func clientTookResponseBytes(_ bytes: Int) {
+        if case .h2c(let upstream, let upstreamStreamID) = phase {
+            upstream.consume(streamID: upstreamStreamID, bytes: bytes)
+        }
+    }
+
+    func clientWritabilityChanged(_ writable: Bool) {
+        if case .h1(let upstream) = phase { upstream.holdReads(!writable) }
+    }
+
+    /// The client reset the stream or the connection went away: cancel upstream work.
+    func clientGone() {
+        cancelTimers()
+        switch phase {
+        case .h2c(let upstream, let upstreamStreamID):
+            upstream.resetStream(upstreamStreamID, errorCode: .cancel)
+        case .h1(let upstream):
+            upstream.exchange = nil
+            upstream.abort()
+        case .connecting, .finished:
+            break
+        }
+        phase = .finished
+    }
+
+    func clientStreamClosed(errorCode: HTTP2ErrorCode) {
+        if case .finished = phase {
+            cancelTimers()
+            return
+        }
+        if requestComplete && responseComplete {
+            // Both directions ended; the upstream stream closes on its own.
+            cancelTimers()
+            phase = .finished
+            return
+        }
+        // Closed while the relay still had work: treat as a cancel.
+        clientGone()
+    }
+
+    // MARK: gRPC upstream (h2c)
+
+    private func grpcUpstreamAcquired(_ result: Result<UpstreamH2Connection, any Error>, fields: [HTTP2HeaderField]) {
+        guard case .connecting(let pending) = phase else { return }
+        switch result {
+        case .failure(let error):
+            connection.logger.warning("gRPC upstream unavailable", metadata: ["error": "\(error)"])
+            reply(.upstreamUnavailable, reason: "upstream_connect")
+        case .success(let upstream):
+            let endStream = requestComplete && pending.allSatisfy { $0.0.readableBytes == 0 }
+            let upstreamStreamID: Int32
+            do {
+                upstreamStreamID = try upstream.openStream(fields: fields, endStream: endStream, delegate: self)
+            } catch {
+                reply(.upstreamUnavailable, reason: "upstream_stream")
+                return
+            }
+            phase = .h2c(connection: upstream, streamID: upstreamStreamID)
+            if !endStream {
+                for (data, end) in pending { upstream.sendData(streamID: upstreamStreamID, data, endStream: end) }
+            } else {
+                for (data, _) in pending { connection.consume(streamID, bytes: data.readableBytes) }
+            }
+            startResponseTimer()
+        }
+    }
+
+    func upstreamHeaders(_ fields: [HTTP2HeaderField], kind: HTTP2HeaderKind, endStream: Bool) {
+        switch kind {
+        case .response:
+            responseTimer?.cancel()
+            responseTimer = nil
+            responseStarted = true
+            let status = fields.first { $0.name == ":status" }?.value ?? "200"
+            var out = [HTTP2HeaderField(name: ":status", value: status)]
+            out += runtime.headerPolicy.clientResponseFields(from: fields.lazy.map { (name: $0.name, value: $0.value) })
+            if endStream { finishResponse() }
+            connection.submitResponse(streamID, fields: out, endStream: endStream)
+        case .trailers:
+            finishResponse()
+            connection.submitTrailers(
+                streamID, fields: runtime.headerPolicy.clientResponseFields(from: fields.lazy.map { (name: $0.name, value: $0.value) }))
+        case .informational, .request:
+            break
+        }
+    }
+
+    func upstreamData(_ data: ByteBuffer, endStream: Bool) {
+        if endStream { finishResponse() }
+        connection.submitData(streamID, data, endStream: endStream)
+    }
+
+    func upstreamDataSent(bytes: Int) {
+        connection.consume(streamID, bytes: bytes)
+    }
+
+    func upstreamStreamClosed(errorCode: HTTP2ErrorCode, reset: Bool) {
+        guard case .h2c = phase else { return }
+        phase = .finished
+        if responseComplete { return }
+        cancelTimers()
+        if !responseStarted {
+            connection.logger.warning("gRPC upstream stream closed before responding", metadata: ["code": "\(errorCode)"])
+            reply(.upstreamUnavailable, reason: "upstream_reset")
+        } else {
+            connection.submitReset(streamID, errorCode: reset && errorCode != .noError ? errorCode : .cancel)
+        }
+    }
+
+    // MARK: OTLP/HTTP upstream (HTTP/1.1)
+
+    private func httpUpstreamAcquired(_ result: Result<UpstreamHTTP1Connection, any Error>, head: HTTPRequestHead) {
+        guard case .connecting(let pending) = phase else {
+            if case .success(let upstream) = result { connection.pools.http(on: connection.eventLoop).release(upstream) }
+            return
+        }
+        switch result {
+        case .failure(let error):
+            connection.logger.warning("upstream unavailable", metadata: ["error": "\(error)"])
+            reply(.upstreamUnavailable, reason: "upstream_connect")
+        case .success(let upstream):
+            upstream.exchange = self
+            upstream.holdReads(!connection.isWritable)
+            phase = .h1(connection: upstream)
+            upstream.write(.head(head))
+            if requestComplete && pending.isEmpty { upstream.write(.end(nil)) }
+            for (data, end) in pending { writeToHTTP1(upstream, data: data, endStream: end, flush: false) }
+            upstream.flush()
+            if requestComplete { startResponseTimer() }
+        }
+    }
+
+    private func writeToHTTP1(_ upstream: UpstreamHTTP1Connection, data: ByteBuffer, endStream: Bool, flush: Bool = true) {
+        if data.readableBytes > 0 { upstream.write(.body(.byteBuffer(data))) }
+        if endStream {
+            upstream.write(.end(nil))
+            startResponseTimer()
+        }
+        if flush || endStream { upstream.flush() }
+        if upstream.isWritable {
+            connection.consume(streamID, bytes: data.readableBytes + unconsumed)
+            unconsumed = 0
+        } else {
+            unconsumed += data.readableBytes
+        }
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable && unconsumed > 0 {
+            connection.consume(streamID, bytes: unconsumed)
+            unconsumed = 0
+        }
+    }
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        guard case .h1(let upstream) = phase else { return }
+        switch part {
+        case .head(let head):
+            guard head.status.code >= 200 else { return }
+            responseTimer?.cancel()
+            responseTimer = nil
+            responseStarted = true
+            var fields = [HTTP2HeaderField(name: ":status", value: String(head.status.code))]
+            fields += runtime.headerPolicy.clientResponseFields(from: head.headers.lazy.map { (name: $0.name, value: $0.value) })
+            connection.submitResponse(streamID, fields: fields, endStream: false)
+        case .body(let buffer):
+            connection.submitData(streamID, buffer, endStream: false)
+        case .end:
+            // Settle the upstream connection first: ending the client stream can close it at once,
+            // and a closed stream must find nothing left to cancel.
+            finishResponse()
+            phase = .finished
+            upstream.exchange = nil
+            let requestWasComplete = requestComplete
+            if requestWasComplete {
+                connection.pools.http(on: connection.eventLoop).release(upstream)
+            } else {
+                upstream.abort()
+            }
+            connection.submitData(streamID, connection.allocator.buffer(capacity: 0), endStream: true)
+            if !requestWasComplete { connection.submitReset(streamID, errorCode: .noError) }
+        }
+    }
+
+    func upstreamReadComplete() {}
+
+    func upstreamClosed() {
+        guard case .h1 = phase else { return }
+        phase = .finished
+        cancelTimers()
+        if !responseStarted {
+            reply(.upstreamUnavailable, reason: "upstream_reset")
+        } else if !responseComplete {
+            connection.submitReset(streamID, errorCode: .cancel)
+        }
+    }
+
+    // MARK: Replies and timers
+
+    private func finishResponse() {
+        responseComplete = true
+        cancelTimers()
+    }
+
+    /// Sends a local reply (trailers-only for gRPC, status + google.rpc.Status body otherwise),
+    /// drops whatever upstream work was started, and drains the rest of the request.
+    private func reply(_ reply: LocalReply, reason: String) {
+        cancelTimers()
+        switch phase {
+        case .connecting(let pending):
+            for (data, _) in pending { connection.consume(streamID, bytes: data.readableBytes) }
+        case .h2c(let upstream, let upstreamStreamID):
+            upstream.resetStream(upstreamStreamID, errorCode: .cancel)
+        case .h1(let upstream):
+            upstream.exchange = nil
+            upstream.abort()
+        case .finished:
+            break
+        }
+        phase = .finished
+        guard !responseStarted else {
+            connection.submitReset(streamID, errorCode: .cancel)
+            return
+        }
+        responseStarted = true
+        responseComplete = true
+        switch target {
+        case .grpc:
+            connection.submitResponse(streamID, fields: reply.grpcTrailersOnly, endStream: true)
+        case .http:
+            let body = reply.body(encoding: encoding, allocator: connection.allocator)
+            var fields = [
+                HTTP2HeaderField(name: ":status", value: String(reply.status.code)),
+                HTTP2HeaderField(name: "content-type", value: encoding == .json ? "application/json" : "application/x-protobuf"),
+                HTTP2HeaderField(name: "content-length", value: String(body.readableBytes)),
+            ]
+            for (name, value) in reply.extraHeaders { fields.append(HTTP2HeaderField(name: name.lowercased(), value: value)) }
+            connection.submitResponse(streamID, fields: fields, endStream: false)
+            connection.submitData(streamID, body, endStream: true)
+        }
+        if !requestComplete {
+            // The reply is complete; ask the client to stop sending the body (RFC 9113 §8.1).
+            connection.submitReset(streamID, errorCode: .noError)
+        }
+    }
+
+    private func startResponseTimer() {
+        guard responseTimer == nil, !responseStarted, requestComplete else { return }
+        responseTimer = connection.eventLoop.assumeIsolated().scheduleTask(in: runtime.limits.upstreamTimeout) { [self] in
+            timedOut()
+        }
+    }
+
+    private func timedOut() {
+        guard !responseComplete else { return }
+        connection.logger.warning("upstream timed out")
+        reply(.upstreamTimeout, reason: "upstream_timeout")
+    }
+
+    private func cancelTimers() {
+        responseTimer?.cancel()
+        responseTimer = nil
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+    }
+}

@@ -1,0 +1,302 @@
+import NIOCore
+import NIOPosix
+import ProxyHTTP2
+
+/// What an upstream HTTP/2 stream reports to the exchange that opened it. Called on the event loop
+/// that owns both the client connection and the upstream connection (pools are per event loop).
+protocol UpstreamH2StreamDelegate: AnyObject {
+    /// Response headers, informational headers or trailers of the stream.
+    func upstreamHeaders(_ fields: [HTTP2HeaderField], kind: HTTP2HeaderKind, endStream: Bool)
+    func upstreamData(_ data: ByteBuffer, endStream: Bool)
+    /// The upstream took `bytes` of the request body into frames: the client's window may reopen by as much.
+    func upstreamDataSent(bytes: Int)
+    /// The stream ended: normally (after END_STREAM both ways), reset by the receiver, refused after
+    /// GOAWAY, or because the connection went away. Always the last call.
+    func upstreamStreamClosed(errorCode: HTTP2ErrorCode, reset: Bool)
+}
+
+/// One multiplexed h2c (prior-knowledge HTTP/2 over plaintext) connection to the gRPC receiver.
+///
+/// Owns its `HTTP2Session` (client role) and the map from stream id to the exchange using it. Owned by
+/// its channel's pipeline; the pool keeps it while it can take streams. Flow control is end to end:
+/// received DATA is consumed only when the exchange reports the client took it.
+final class UpstreamH2Connection: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Never
+    typealias OutboundOut = ByteBuffer
+
+    private let session: HTTP2Session
+    private var context: ChannelHandlerContext?
+    private var streams: [Int32: any UpstreamH2StreamDelegate] = [:]
+    private var events: [HTTP2Event] = []
+    private(set) var isActive = false
+    /// The receiver sent GOAWAY or the connection failed: no new streams.
+    private(set) var goingAway = false
+    /// Called once when the channel goes away or stops taking streams, so the pool can forget it.
+    var onUnusable: ((UpstreamH2Connection) -> Void)?
+    /// Called when the receiver's SETTINGS arrive or a stream closes: capacity may have changed.
+    var onCapacity: ((UpstreamH2Connection) -> Void)?
+
+    init(settings: HTTP2SessionSettings) throws {
+        session = try HTTP2Session(role: .client, settings: settings)
+    }
+
+    /// Whether one more stream may be opened now. Counts the streams handed out (not only those
+    /// nghttp2 has opened), so a burst of exchanges never overbooks a connection.
+    var hasCapacity: Bool {
+        isActive && !goingAway && streams.count < session.remoteMaxConcurrentStreams
+    }
+
+    var activeStreams: Int { streams.count }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { becameActive(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        becameActive(context: context)
+        context.fireChannelActive()
+    }
+
+    private func becameActive(context: ChannelHandlerContext) {
+        guard !isActive else { return }
+        isActive = true
+        flushOutput()  // the connection preface and our SETTINGS
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isActive = false
+        markUnusable()
+        let open = streams
+        streams.removeAll()
+        for (_, delegate) in open { delegate.upstreamStreamClosed(errorCode: .cancel, reset: true) }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        do {
+            try session.receive(bytes, events: &events)
+        } catch {
+            handleEvents()
+            markUnusable()
+            flushOutput()
+            context.close(promise: nil)
+            return
+        }
+        handleEvents()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushOutput()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        markUnusable()
+        context.close(promise: nil)
+    }
+
+    /// Opens a request stream for `delegate`. The caller checked `hasCapacity`.
+    func openStream(fields: [HTTP2HeaderField], endStream: Bool, delegate: any UpstreamH2StreamDelegate) throws -> Int32 {
+        let streamID = try session.submitRequest(fields: fields, endStream: endStream)
+        streams[streamID] = delegate
+        flushOutput()
+        return streamID
+    }
+
+    func sendData(streamID: Int32, _ data: ByteBuffer, endStream: Bool) {
+        do {
+            try session.submitData(streamID: streamID, data, endStream: endStream)
+        } catch {
+            resetStream(streamID, errorCode: .internalError)
+            return
+        }
+        flushOutput()
+    }
+
+    /// Gives `bytes` of response DATA back to the receiver's window once the client took them.
+    func consume(streamID: Int32, bytes: Int) {
+        guard bytes > 0 else { return }
+        session.consume(streamID: streamID, bytes: bytes)
+        flushOutput()
+    }
+
+    /// Cancels a stream; its delegate gets no further calls.
+    func resetStream(_ streamID: Int32, errorCode: HTTP2ErrorCode) {
+        guard streams.removeValue(forKey: streamID) != nil else { return }
+        session.submitReset(streamID: streamID, errorCode: errorCode)
+        flushOutput()
+        onCapacity?(self)
+    }
+
+    /// Closes the connection politely (shutdown or idle).
+    func close() {
+        markUnusable()
+        session.submitGoaway(errorCode: .noError)
+        flushOutput()
+        context?.close(promise: nil)
+    }
+
+    private func markUnusable() {
+        goingAway = true
+        let callback = onUnusable
+        onUnusable = nil
+        callback?(self)
+    }
+
+    /// Events are handled by one loop at a time: work done while handling (a submit that drains
+    /// output) appends to `events`, and the running loop picks those up.
+    private var handlingEvents = false
+
+    private func handleEvents() {
+        guard !handlingEvents else { return }
+        handlingEvents = true
+        defer { handlingEvents = false }
+        var index = 0
+        // Delegates may submit more work (and so append events) while we iterate.
+        while index < events.count {
+            let event = events[index]
+            index += 1
+            switch event {
+            case .headers(let streamID, let fields, let kind, let endStream):
+                streams[streamID]?.upstreamHeaders(fields, kind: kind, endStream: endStream)
+            case .data(let streamID, let data, let endStream):
+                if let delegate = streams[streamID] {
+                    delegate.upstreamData(data, endStream: endStream)
+                } else {
+                    session.consume(streamID: streamID, bytes: data.readableBytes)
+                }
+            case .dataSent(let streamID, let bytes):
+                streams[streamID]?.upstreamDataSent(bytes: bytes)
+            case .streamReset(let streamID, let code):
+                if let delegate = streams.removeValue(forKey: streamID) {
+                    delegate.upstreamStreamClosed(errorCode: code, reset: true)
+                }
+            case .streamClosed(let streamID, let code):
+                if let delegate = streams.removeValue(forKey: streamID) {
+                    delegate.upstreamStreamClosed(errorCode: code, reset: code != .noError)
+                }
+                onCapacity?(self)
+            case .goaway:
+                markUnusable()
+            case .remoteSettings:
+                onCapacity?(self)
+            }
+        }
+        events.removeAll(keepingCapacity: true)
+    }
+
+    /// Sends whatever the session has to send, as one write.
+    func flushOutput() {
+        guard let context, isActive else { return }
+        var buffer = context.channel.allocator.buffer(capacity: 0)
+        do {
+            try session.drainOutput(into: &buffer, events: &events)
+        } catch {
+            markUnusable()
+            context.close(promise: nil)
+        }
+        if buffer.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
+        if !events.isEmpty { handleEvents() }
+    }
+}
+
+/// The h2c connections to the gRPC receiver for one event loop: streams from many client
+/// connections are multiplexed over few upstream connections, a new one opened only when every
+/// existing one is at the receiver's MAX_CONCURRENT_STREAMS.
+///
+/// Lives on its event loop only; no locks.
+final class UpstreamH2Pool {
+    typealias Waiter = (Result<UpstreamH2Connection, any Error>) -> Void
+
+    let eventLoop: any EventLoop
+    let address: SocketAddress
+    let connectTimeout: TimeAmount
+    let settings: HTTP2SessionSettings
+
+    private var connections: [UpstreamH2Connection] = []
+    /// Exchanges waiting for capacity while a connection is being opened.
+    private var waiters: [Waiter] = []
+    private var connecting = false
+
+    init(eventLoop: any EventLoop, address: SocketAddress, connectTimeout: TimeAmount, settings: HTTP2SessionSettings) {
+        self.eventLoop = eventLoop
+        self.address = address
+        self.connectTimeout = connectTimeout
+        self.settings = settings
+    }
+
+    /// Hands out a connection that can take one more stream now (the caller opens it at once), or
+    /// opens a new connection.
+    func acquire(_ completion: @escaping Waiter) {
+        eventLoop.assertInEventLoop()
+        if let connection = connections.first(where: { $0.hasCapacity }) {
+            completion(.success(connection))
+            return
+        }
+        waiters.append(completion)
+        if !connecting { connect() }
+    }
+
+    private func connect() {
+        connecting = true
+        let settings = self.settings
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UpstreamH2Connection(settings: settings))
+                }
+            }
+            .connect(to: address)
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                connecting = false
+                switch result {
+                case .success(let channel):
+                    do {
+                        let connection = try channel.pipeline.syncOperations.handler(type: UpstreamH2Connection.self)
+                        connection.onUnusable = { [weak self] gone in self?.connections.removeAll { $0 === gone } }
+                        connection.onCapacity = { [weak self] _ in self?.serveWaiters() }
+                        connections.append(connection)
+                        serveWaiters()
+                    } catch {
+                        channel.close(promise: nil)
+                        failWaiters(error)
+                    }
+                case .failure(let error):
+                    failWaiters(error)
+                }
+            }
+    }
+
+    /// Gives waiting exchanges the capacity that exists; opens another connection for the rest.
+    private func serveWaiters() {
+        while !waiters.isEmpty, let connection = connections.first(where: { $0.hasCapacity }) {
+            let waiter = waiters.removeFirst()
+            waiter(.success(connection))  // opens its stream before returning
+        }
+        if !waiters.isEmpty && !connecting {
+            // The receiver's stream limit is reached on every connection (or they went away).
+            connect()
+        }
+    }
+
+    private func failWaiters(_ error: any Error) {
+        let failed = waiters
+        waiters.removeAll()
+        for waiter in failed { waiter(.failure(error)) }
+    }
+
+    /// Closes every connection (shutdown).
+    func closeAll() {
+        eventLoop.assertInEventLoop()
+        let open = connections
+        connections.removeAll()
+        for connection in open { connection.close() }
+    }
+}
