@@ -155,7 +155,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         } catch {
             session.submitReset(streamID: streamID, errorCode: .internalError)
         }
-        flushOutput()
+        scheduleFlush()
     }
 
     func submitData(_ streamID: Int32, _ data: ByteBuffer, endStream: Bool) {
@@ -164,7 +164,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         } catch {
             session.submitReset(streamID: streamID, errorCode: .internalError)
         }
-        flushOutput()
+        scheduleFlush()
     }
 
     func submitTrailers(_ streamID: Int32, fields: [HTTP2HeaderField]) {
@@ -173,26 +173,39 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         } catch {
             session.submitReset(streamID: streamID, errorCode: .internalError)
         }
-        flushOutput()
+        scheduleFlush()
     }
 
     func submitReset(_ streamID: Int32, errorCode: HTTP2ErrorCode) {
         // nghttp2 drops a stream's unsent frames on reset: send what is queued (a reply) first.
         flushOutput(force: true)
         session.submitReset(streamID: streamID, errorCode: errorCode)
-        flushOutput()
+        scheduleFlush()
     }
 
     /// Opens the client's window by `bytes` of request DATA that went on towards the receiver.
     func consume(_ streamID: Int32, bytes: Int) {
         guard bytes > 0 else { return }
         session.consume(streamID: streamID, bytes: bytes)
-        flushOutput()
+        scheduleFlush()
+    }
+
+    /// Coalesces output: work done for many streams (and upstream events) in one event-loop tick
+    /// leaves as one write. A read burst ends with `channelReadComplete`, which flushes at once.
+    private var flushScheduled = false
+
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            if flushScheduled { flushOutput() }
+        }
     }
 
     /// Drains the session into one write, unless the client is not reading (then on writability).
     func flushOutput(force: Bool = false) {
         guard let context else { return }
+        flushScheduled = false
         guard force || context.channel.isWritable else {
             outputPending = true
             return

@@ -101,7 +101,7 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     func openStream(fields: [HTTP2HeaderField], endStream: Bool, delegate: any UpstreamH2StreamDelegate) throws -> Int32 {
         let streamID = try session.submitRequest(fields: fields, endStream: endStream)
         streams[streamID] = delegate
-        flushOutput()
+        scheduleFlush()
         return streamID
     }
 
@@ -112,21 +112,21 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
             resetStream(streamID, errorCode: .internalError)
             return
         }
-        flushOutput()
+        scheduleFlush()
     }
 
     /// Gives `bytes` of response DATA back to the receiver's window once the client took them.
     func consume(streamID: Int32, bytes: Int) {
         guard bytes > 0 else { return }
         session.consume(streamID: streamID, bytes: bytes)
-        flushOutput()
+        scheduleFlush()
     }
 
     /// Cancels a stream; its delegate gets no further calls.
     func resetStream(_ streamID: Int32, errorCode: HTTP2ErrorCode) {
         guard streams.removeValue(forKey: streamID) != nil else { return }
         session.submitReset(streamID: streamID, errorCode: errorCode)
-        flushOutput()
+        scheduleFlush()
         onCapacity?(self)
     }
 
@@ -187,8 +187,20 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         events.removeAll(keepingCapacity: true)
     }
 
+    /// Coalesces output: streams opened and data queued in one event-loop tick leave as one write.
+    private var flushScheduled = false
+
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            if flushScheduled { flushOutput() }
+        }
+    }
+
     /// Sends whatever the session has to send, as one write.
     func flushOutput() {
+        flushScheduled = false
         guard let context, isActive else { return }
         var buffer = context.channel.allocator.buffer(capacity: 0)
         do {
