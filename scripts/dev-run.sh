@@ -51,7 +51,8 @@ done
 
 cat <<TXT
 
-otlp-auth-proxy is serving OTLP/HTTP on https://127.0.0.1:4318 in front of the built-in sink.
+otlp-auth-proxy is serving OTLP/gRPC on https://127.0.0.1:4317 and OTLP/HTTP on https://127.0.0.1:4318
+in front of the built-in sink.
 Files in $dir: certs/ca.crt (dev CA), token (your bearer token), tokens.yaml, proxy.yaml
 
 Send a first span:
@@ -70,6 +71,8 @@ From an OpenTelemetry SDK:
   export OTEL_EXPORTER_OTLP_ENDPOINT=https://127.0.0.1:4318
   export OTEL_EXPORTER_OTLP_CERTIFICATE=$dir/certs/ca.crt
   export OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer%20\$(cat $dir/token)"
+
+  (for OTLP/gRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc and OTEL_EXPORTER_OTLP_ENDPOINT=https://127.0.0.1:4317)
 
 Ctrl-C stops the proxy and the sink.
 TXT
