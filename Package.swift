@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(
             name: "ProxyCoreTests",
             dependencies: [
-                "ProxyCore", "ProxyConfig", "ProxyTLS",
+                "ProxyCore", "ProxyConfig", "ProxyTLS", "ProxySink", "ProxyHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
