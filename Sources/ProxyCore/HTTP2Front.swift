@@ -260,8 +260,12 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     let streamID: Int32
+    /// Unowned: the connection owns its exchanges and ends them (`clientGone`) before it goes away;
+    /// callbacks that can outlive it (pool acquisitions) use `pools` and `eventLoop` instead.
     private unowned let connection: HTTP2ServerConnection
-    private var runtime: ProxyRuntime { connection.runtime }
+    private let runtime: ProxyRuntime
+    private let pools: UpstreamPools
+    private let eventLoop: any EventLoop
     private var target: Target = .http(.traces)
     private var phase: Phase = .finished
     private var encoding: OTLPEncoding = .protobuf
@@ -278,6 +282,9 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     init(streamID: Int32, connection: HTTP2ServerConnection) {
         self.streamID = streamID
         self.connection = connection
+        self.runtime = connection.runtime
+        self.pools = connection.pools
+        self.eventLoop = connection.eventLoop
     }
 
     // MARK: Request
@@ -344,7 +351,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
 
         phase = .connecting(pending: [])
         if let timeout = GRPC.timeout(grpcTimeout), case .grpc = target {
-            deadlineTimer = connection.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            deadlineTimer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 timedOut()
             }
         }
@@ -353,12 +360,12 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             var upstreamFields = [
                 HTTP2HeaderField(name: ":method", value: "POST"),
                 HTTP2HeaderField(name: ":scheme", value: "http"),
-                HTTP2HeaderField(name: ":authority", value: authority ?? connection.pools.grpcAuthority),
+                HTTP2HeaderField(name: ":authority", value: authority ?? pools.grpcAuthority),
                 HTTP2HeaderField(name: ":path", value: signal.grpcPath),
                 HTTP2HeaderField(name: "te", value: "trailers"),
             ]
             upstreamFields += runtime.headerPolicy.upstreamRequestFields(from: fields, tenant: principal.tenant)
-            connection.pools.grpc(on: connection.eventLoop).acquire { [self] result in
+            pools.grpc(on: eventLoop).acquire { [self] result in
                 grpcUpstreamAcquired(result, fields: upstreamFields)
             }
         case .http(let signal):
@@ -370,7 +377,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             if endStream && head.headers["content-length"].isEmpty {
                 head.headers.add(name: "content-length", value: "0")
             }
-            connection.pools.http(on: connection.eventLoop).acquire { [self] result in
+            pools.http(on: eventLoop).acquire { [self] result in
                 httpUpstreamAcquired(result, head: head)
             }
         }
@@ -525,7 +532,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
 
     private func httpUpstreamAcquired(_ result: Result<UpstreamHTTP1Connection, any Error>, head: HTTPRequestHead) {
         guard case .connecting(let pending) = phase else {
-            if case .success(let upstream) = result { connection.pools.http(on: connection.eventLoop).release(upstream) }
+            if case .success(let upstream) = result { pools.http(on: eventLoop).release(upstream) }
             return
         }
         switch result {
@@ -587,7 +594,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             upstream.exchange = nil
             let requestWasComplete = requestComplete
             if requestWasComplete {
-                connection.pools.http(on: connection.eventLoop).release(upstream)
+                pools.http(on: eventLoop).release(upstream)
             } else {
                 upstream.abort()
             }
@@ -660,7 +667,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
 
     private func startResponseTimer() {
         guard responseTimer == nil, !responseStarted, requestComplete else { return }
-        responseTimer = connection.eventLoop.assumeIsolated().scheduleTask(in: runtime.limits.upstreamTimeout) { [self] in
+        responseTimer = eventLoop.assumeIsolated().scheduleTask(in: runtime.limits.upstreamTimeout) { [self] in
             timedOut()
         }
     }
