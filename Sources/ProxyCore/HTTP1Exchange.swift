@@ -372,14 +372,30 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         if closeAfter {
             state = .closing
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
+                lingeringClose(context: context)
             }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             state = requestComplete ? .idle : .discarding
         }
         updateReadHold(context: context)
+    }
+
+    /// How long a refused client may keep sending after the reply before the connection is cut.
+    static let lingerTime: TimeAmount = .seconds(2)
+
+    /// Closes our side after a reply while the client may still be sending (a request refused
+    /// mid-body or mid-header): closing at once with unread bytes makes the kernel send a reset that
+    /// can destroy the reply before the client reads it. So the output closes (TLS close_notify,
+    /// then FIN), input is read and dropped, and the connection closes when the client does or
+    /// after `lingerTime`.
+    private func lingeringClose(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        context.close(mode: .output, promise: nil)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
+            context.close(promise: nil)
+        }
     }
 
     private func closeNow(context: ChannelHandlerContext) {
