@@ -436,3 +436,65 @@ class RawH2:
             self.sock.close()
         except OSError:
             pass
+
+
+# --- a misbehaving h2c upstream --------------------------------------------------------------
+
+
+class BrokenH2CUpstream:
+    """An h2c server (prior knowledge, the h2 library) on 127.0.0.1:0 standing in for a receiver
+    that fails mid-request: `mode` "reset" answers every request's HEADERS with RST_STREAM
+    (INTERNAL_ERROR); "close" drops the TCP connection as soon as a request arrives. Counts the
+    requests it saw."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.requests = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        from h2.errors import ErrorCodes
+        from h2.events import RequestReceived
+
+        connection = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        connection.initiate_connection()
+        try:
+            conn.sendall(connection.data_to_send())
+            conn.settimeout(0.5)
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    return
+                for event in connection.receive_data(data):
+                    if isinstance(event, RequestReceived):
+                        self.requests += 1
+                        if self.mode == "close":
+                            conn.shutdown(socket.SHUT_RDWR)
+                            return
+                        connection.reset_stream(event.stream_id, ErrorCodes.INTERNAL_ERROR)
+                conn.sendall(connection.data_to_send())
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(timeout=5)

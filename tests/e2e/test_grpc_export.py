@@ -15,6 +15,7 @@ from conftest import free_port
 from grpc_helpers import (
     LOGS_EXPORT,
     TRACE_EXPORT,
+    BrokenH2CUpstream,
     GrpcReceiver,
     bearer_metadata,
     export_traces,
@@ -320,3 +321,24 @@ def test_control_grpcio_direct_to_sink_h2c_counts_client_tenant(sink):
     stats = sink.stats()
     assert stats["tenants"] == {"direct": {"requests": 1, "spans": 3, "data_points": 0, "log_records": 0}}
     assert stats["last_request"]["path"] == TRACE_EXPORT
+
+
+@pytest.mark.parametrize("mode", ["reset", "close"])
+def test_grpcio_upstream_resets_or_drops_unavailable(start_proxy, sink, channels, ca_file, tokens, mode):
+    """A receiver that resets the stream (RST_STREAM) or drops the connection mid-request gives
+    14 UNAVAILABLE, which exporters retry: never UNKNOWN or INTERNAL."""
+    upstream = BrokenH2CUpstream(mode)
+    try:
+        proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+        channel = channels(proxy.grpc_port, ca_file)
+        with pytest.raises(grpc.RpcError) as failure:
+            export_traces(channel, trace_request(1), bearer_metadata(tokens.plain))
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE, failure.value
+        assert upstream.requests >= 1, "the request never reached the upstream"
+        # The proxy survives and the same client connection still works for the next call.
+        assert proxy.proc.poll() is None, proxy.describe()
+        response = h2_request(proxy.grpc_port, ca_file, grpc_request_headers(proxy.grpc_port, tokens.plain), b"\x00" * 5)
+        assert response.status == 200
+        assert response.grpc_status == 14
+    finally:
+        upstream.stop()
