@@ -19,6 +19,12 @@ public struct TLSError: Error, Sendable, Equatable, CustomStringConvertible {
         case protocolFailure
         /// The peer closed the TCP connection in the middle of the handshake or a record.
         case unexpectedEOF
+        /// A client certificate failed verification (expired, unknown CA, revoked, wrong purpose, too deep).
+        case peerVerification
+        /// A CRL or CA file cannot be used (unreadable, not PEM, expired CRL at load).
+        case invalidTrustStore
+        /// A JWS key from JWK fields is unusable (too short, not on the curve, unsupported type).
+        case invalidKey
     }
 
     public var kind: Kind
