@@ -14,6 +14,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+from google.rpc import status_pb2
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import (
@@ -165,11 +166,16 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             self._receiver.spans += spans
             self._receiver.exports += 1
         if self._receiver.behaviour == "abort":
+            context.set_trailing_metadata([("grpc-status-details-bin", BAD_BATCH_DETAILS), ("x-receiver", "kept")])
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad batch")
         if self._receiver.behaviour == "sleep":
             # Long enough for any 1 s deadline to pass; ends early when the test stops the server.
             self._receiver.stopping.wait(3.0)
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+# The google.rpc.Status the "abort" receiver sends in its trailers, next to grpc-status 3.
+BAD_BATCH_DETAILS = status_pb2.Status(code=3, message="bad batch").SerializeToString()
 
 
 @dataclass
@@ -187,14 +193,15 @@ class GrpcReceiver:
     port: int = 0
     server: grpc.Server | None = None
 
-    def start(self) -> GrpcReceiver:
+    def start(self, port: int = 0) -> GrpcReceiver:
+        """Listens on `port` (0: any free port)."""
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16),
             interceptors=[_RecordingInterceptor(self)],
             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
         return self
 

@@ -15,6 +15,7 @@ from conftest import free_port
 from grpc_helpers import (
     LOGS_EXPORT,
     TRACE_EXPORT,
+    BAD_BATCH_DETAILS,
     BrokenH2CUpstream,
     GrpcReceiver,
     bearer_metadata,
@@ -164,6 +165,9 @@ def test_grpcio_upstream_invalid_argument_relayed_with_message(start_proxy, sink
         export_traces(channel, trace_request(1), bearer_metadata(tokens.plain))
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failure.value
     assert failure.value.details() == "bad batch"
+    trailers = dict(failure.value.trailing_metadata() or ())
+    assert trailers.get("grpc-status-details-bin") == BAD_BATCH_DETAILS, trailers
+    assert trailers.get("x-receiver") == "kept", trailers
     assert upstream.exports == 1
 
 
@@ -184,6 +188,37 @@ def test_grpcio_upstream_200_concurrent_calls_one_channel_all_succeed(start_prox
     assert failures == []
     assert upstream.spans == 200
     assert all(call.values("x-scope-orgid") == ["team-b"] for call in upstream.calls)
+
+
+def test_grpcio_upstream_restarted_pooled_connection_replaced(start_proxy, sink, receiver, channels, ca_file, tokens):
+    """The receiver restarts (GOAWAY, close) between two exports: the proxy must not keep using
+    its dead pooled connection, so the export after the restart succeeds."""
+    first = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=first.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    export_traces(channel, trace_request(1), bearer_metadata(tokens.plain))
+    assert first.spans == 1
+    first.stop()
+    second = GrpcReceiver().start(port=first.port)
+    try:
+        export_traces(channel, trace_request(2), bearer_metadata(tokens.plain))
+        assert second.spans == 2
+    finally:
+        second.stop()
+
+
+def test_grpc_proxy_logs_never_contain_tokens(proxy, sink, ca_file, tokens, channels):
+    sink.require_grpc_port()
+    channel = channels(proxy.grpc_port, ca_file)
+    for token in (tokens.plain, tokens.hashed, tokens.plain + "-wrong", "Bearer " + tokens.hashed):
+        try:
+            export_traces(channel, trace_request(1), bearer_metadata(token))
+        except grpc.RpcError:
+            pass
+    logs = proxy.logs()
+    for secret in (tokens.plain, tokens.hashed):
+        assert secret not in logs
+        assert secret[:12] not in logs
 
 
 # --- 3. failures a grpcio client sees --------------------------------------------------------
@@ -262,7 +297,7 @@ def test_grpcio_slow_upstream_client_deadline_exceeded(start_proxy, sink, receiv
     with pytest.raises(grpc.RpcError) as failure:
         export_traces(channel, trace_request(1), bearer_metadata(tokens.plain), timeout=1)
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, failure.value
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 2.9  # before the receiver's 3 s answer
     assert upstream.exports == 1  # it did reach the receiver; the deadline was enforced on the way back
 
 
@@ -277,7 +312,7 @@ def test_h2_grpc_timeout_header_proxy_answers_deadline_exceeded(start_proxy, sin
     response = h2_request(proxy.grpc_port, ca_file, headers, body, timeout=10)
     elapsed = time.monotonic() - started
     assert response.grpc_status == 4, (response.headers, response.trailers, response.reset_code)
-    assert 0.8 < elapsed < 2.5, elapsed
+    assert 0.8 < elapsed < 2.9, elapsed  # the deadline, not the receiver's 3 s answer
 
 
 def test_h2_upstream_timeout_setting_deadline_exceeded(start_proxy, sink, receiver, ca_file, tokens):
@@ -289,7 +324,7 @@ def test_h2_upstream_timeout_setting_deadline_exceeded(start_proxy, sink, receiv
     elapsed = time.monotonic() - started
     assert response.status == 200
     assert response.grpc_status == 4, (response.headers, response.trailers, response.reset_code)
-    assert elapsed < 2.5, elapsed
+    assert elapsed < 2.9, elapsed
 
 
 def test_grpcio_unknown_method_unimplemented_nothing_upstream(start_proxy, sink, receiver, channels, ca_file, tokens):
