@@ -165,9 +165,12 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         with self._receiver.lock:
             self._receiver.spans += spans
             self._receiver.exports += 1
+            self._receiver.peers.add(context.peer())
         if self._receiver.behaviour == "abort":
             context.set_trailing_metadata([("grpc-status-details-bin", BAD_BATCH_DETAILS), ("x-receiver", "kept")])
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad batch")
+        if self._receiver.behaviour == "slow":
+            time.sleep(0.2)
         if self._receiver.behaviour == "sleep":
             # Long enough for any 1 s deadline to pass; ends early when the test stops the server.
             self._receiver.stopping.wait(3.0)
@@ -182,9 +185,13 @@ BAD_BATCH_DETAILS = status_pb2.Status(code=3, message="bad batch").SerializeToSt
 class GrpcReceiver:
     """A real grpcio server (h2c, insecure) implementing TraceService on 127.0.0.1:0, standing
     in for the OpenTelemetry receiver behind the proxy. `behaviour`: "ok", "abort" (every
-    export fails with INVALID_ARGUMENT "bad batch") or "sleep" (answers after 3 s)."""
+    export fails with INVALID_ARGUMENT "bad batch"), "slow" (answers after 0.2 s) or "sleep" (after
+    3 s). `max_concurrent_streams` is advertised in its SETTINGS; `peers` holds the client address
+    of every connection an export arrived on."""
 
     behaviour: str = "ok"
+    max_concurrent_streams: int | None = None
+    peers: set[str] = field(default_factory=set)
     calls: list[ReceivedCall] = field(default_factory=list)
     spans: int = 0
     exports: int = 0
@@ -198,7 +205,8 @@ class GrpcReceiver:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16),
             interceptors=[_RecordingInterceptor(self)],
-            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+            + ([("grpc.max_concurrent_streams", self.max_concurrent_streams)] if self.max_concurrent_streams else []),
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self.server)
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")

@@ -50,8 +50,8 @@ def receiver():
     """Starts in-process grpcio receivers; all stopped at teardown."""
     started: list[GrpcReceiver] = []
 
-    def start(behaviour: str = "ok") -> GrpcReceiver:
-        server = GrpcReceiver(behaviour=behaviour).start()
+    def start(behaviour: str = "ok", max_concurrent_streams: int | None = None) -> GrpcReceiver:
+        server = GrpcReceiver(behaviour=behaviour, max_concurrent_streams=max_concurrent_streams).start()
         started.append(server)
         return server
 
@@ -188,6 +188,24 @@ def test_grpcio_upstream_200_concurrent_calls_one_channel_all_succeed(start_prox
     assert failures == []
     assert upstream.spans == 200
     assert all(call.values("x-scope-orgid") == ["team-b"] for call in upstream.calls)
+
+
+def test_grpcio_upstream_max_concurrent_streams_respected_with_more_connections(start_proxy, sink, receiver, channels, ca_file, tokens):
+    """The receiver allows 5 streams per connection; 100 concurrent slow calls from one client
+    connection all succeed, spread over several upstream connections. A stream the receiver
+    refuses (more than its limit, also before its SETTINGS were acknowledged: grpc-core answers
+    RST_STREAM REFUSED_STREAM) was never processed and must be retried, not failed as 14."""
+    upstream = receiver("slow", max_concurrent_streams=5)
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    call = channel.unary_unary(TRACE_EXPORT, request_serializer=None, response_deserializer=None)
+    payload = trace_request(1).SerializeToString()
+    calls = [call.future(payload, metadata=bearer_metadata(tokens.plain), timeout=30) for _ in range(100)]
+    deadline = time.monotonic() + 40
+    failures = [error.code() for c in calls if (error := c.exception(timeout=max(deadline - time.monotonic(), 0.1)))]
+    assert failures == [], f"{len(failures)} of 100 calls failed"
+    assert upstream.spans == 100
+    assert len(upstream.peers) >= 2, upstream.peers
 
 
 def test_grpcio_upstream_restarted_pooled_connection_replaced(start_proxy, sink, receiver, channels, ca_file, tokens):
