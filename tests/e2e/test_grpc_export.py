@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -28,6 +29,7 @@ from grpc_helpers import (
     grpc_span_exporter,
     h2_request,
     raw_unary,
+    read_ca,
     trace_request,
 )
 from otel_helpers import make_logs, make_metrics, make_spans
@@ -157,6 +159,25 @@ def test_grpcio_upstream_sees_one_proxy_tenant_and_no_authorization(start_proxy,
     assert exports[0].values("authorization") == [], "credentials were forwarded"
 
 
+def test_grpc_sdk_gzip_export_passed_through_to_grpcio_upstream(start_proxy, sink, receiver, ca_file, tokens):
+    """OTEL_EXPORTER_OTLP_COMPRESSION=gzip is common: compressed messages (flag 1, grpc-encoding
+    gzip) pass through unchanged and the receiver decompresses them."""
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    exporter = OTLPSpanExporter(
+        endpoint=f"https://127.0.0.1:{proxy.grpc_port}",
+        credentials=grpc.ssl_channel_credentials(read_ca(ca_file)),
+        headers={"authorization": f"Bearer {tokens.plain}"},
+        timeout=10,
+        compression=grpc.Compression.Gzip,
+    )
+    try:
+        assert exporter.export(make_spans(6)) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert upstream.spans == 6
+
+
 def test_grpcio_upstream_invalid_argument_relayed_with_message(start_proxy, sink, receiver, channels, ca_file, tokens):
     upstream = receiver("abort")
     proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
@@ -169,6 +190,23 @@ def test_grpcio_upstream_invalid_argument_relayed_with_message(start_proxy, sink
     assert trailers.get("grpc-status-details-bin") == BAD_BATCH_DETAILS, trailers
     assert trailers.get("x-receiver") == "kept", trailers
     assert upstream.exports == 1
+
+
+def test_grpcio_3mib_export_crosses_many_flow_control_windows(start_proxy, sink, receiver, channels, ca_file, tokens):
+    """A message of 3 MiB (under the 4 MiB default) spans many HTTP/2 windows on both hops; with
+    flow control relayed end to end it arrives whole, twice in parallel on one connection."""
+    upstream = receiver()
+    proxy = start_proxy(sink.port, grpc_upstream_port=upstream.port)
+    channel = channels(proxy.grpc_port, ca_file)
+    request = trace_request(3000)
+    for span in request.resource_spans[0].scope_spans[0].spans:
+        span.name = span.name + "-" + "s" * 1000
+    assert 3 * 1024 * 1024 < request.ByteSize() < 4 * 1024 * 1024, request.ByteSize()
+    stub_call = channel.unary_unary(TRACE_EXPORT, request_serializer=None, response_deserializer=None)
+    payload = request.SerializeToString()
+    calls = [stub_call.future(payload, metadata=bearer_metadata(tokens.plain), timeout=30) for _ in range(2)]
+    assert [c.exception(timeout=40) for c in calls] == [None, None]
+    assert upstream.spans == 6000
 
 
 def test_grpcio_upstream_200_concurrent_calls_one_channel_all_succeed(start_proxy, sink, receiver, channels, ca_file, tokens):
