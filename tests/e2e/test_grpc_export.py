@@ -293,11 +293,13 @@ def test_grpcio_bad_credentials_unauthenticated_nothing_upstream(start_proxy, si
     assert upstream.calls == []
 
 
-def test_h2_missing_token_trailers_only_unauthenticated(proxy, sink, ca_file):
+@pytest.mark.parametrize("listener", ["grpc", "http"])
+def test_h2_missing_token_trailers_only_unauthenticated(proxy, sink, ca_file, listener):
     """The local rejection is a trailers-only reply: :status 200, content-type
-    application/grpc, grpc-status 16, END_STREAM on the HEADERS frame."""
+    application/grpc, grpc-status 16, END_STREAM on the HEADERS frame (on either listener)."""
+    port = proxy.grpc_port if listener == "grpc" else proxy.port
     body = b"\x00\x00\x00\x00\x00"
-    response = h2_request(proxy.grpc_port, ca_file, grpc_request_headers(proxy.grpc_port, None), body)
+    response = h2_request(port, ca_file, grpc_request_headers(port, None), body)
     assert response.status == 200
     assert (response.header("content-type") or "").startswith("application/grpc")
     assert response.ended_on_headers, (response.headers, response.trailers)

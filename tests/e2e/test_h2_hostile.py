@@ -75,6 +75,12 @@ class GoodClient:
 
 
 @pytest.fixture
+def proxy(start_proxy, sink):
+    """A proxy of its own per attack, so a crash or a leftover stays with this test."""
+    return start_proxy(sink.port, grpc_upstream_port=sink.require_grpc_port())
+
+
+@pytest.fixture
 def attack(proxy, sink, ca_file, tokens):
     """Runs an attack (a function of a fresh raw connection) again and again for at least
     ATTACK_SECONDS while a good client exports, then checks what every test shares: each

@@ -14,7 +14,7 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-from conftest import curl
+from conftest import curl, free_port
 from grpc_helpers import GOAWAY, TRACE_EXPORT, RawH2, h2_request, one_kib_grpc_body
 from otel_helpers import make_spans
 
@@ -125,6 +125,33 @@ def test_h2_json_export_large_body_streamed_to_http1_upstream(proxy, sink, ca_fi
     assert response.status == 200, (response.headers, response.data[:200])
     assert json.loads(response.data or b"{}") == {}
     assert sink.tenant("team-a")["spans"] == 400
+
+
+def otlp_http_h2_headers(port: int, token: str, content_type: str = "application/x-protobuf"):
+    return [
+        (":method", "POST"), (":scheme", "https"), (":authority", f"127.0.0.1:{port}"), (":path", "/v1/traces"),
+        ("content-type", content_type), ("authorization", f"Bearer {token}"),
+    ]
+
+
+def test_h2_body_over_max_request_body_size_413_nothing_forwarded(start_proxy, sink, ca_file, tokens):
+    small = start_proxy(sink.port, max_request_body_size="1KiB")
+    body = encode_spans(make_spans(40)).SerializeToString()
+    assert len(body) > 1024
+    response = h2_request(small.port, ca_file, otlp_http_h2_headers(small.port, tokens.plain), body)
+    assert response.status == 413, (response.headers, response.reset_code)
+    assert sink.stats()["requests"] == 0
+
+
+def test_h2_otlp_http_upstream_down_503_retry_after(start_proxy, sink, ca_file, tokens):
+    orphan = start_proxy(free_port())
+    body = encode_spans(make_spans(1)).SerializeToString()
+    response = h2_request(orphan.port, ca_file, otlp_http_h2_headers(orphan.port, tokens.plain), body)
+    assert response.status == 503, (response.headers, response.reset_code)
+    assert response.header("retry-after") is not None
+    status = status_pb2.Status()
+    status.ParseFromString(response.data)
+    assert status.code == 14
 
 
 # --- graceful close --------------------------------------------------------------------------
