@@ -157,6 +157,9 @@ def write_client(directory: Path, name: str, cert: x509.Certificate, key, *chain
     cert_path = directory / f"{name}.crt"
     key_path = directory / f"{name}.key"
     cert_path.write_bytes(_pem_cert(cert) + b"".join(_pem_cert(c) for c in chain))
+    if chain:
+        # s_client sends only the first certificate of -cert; the rest goes in -cert_chain.
+        (directory / f"{name}.chain.crt").write_bytes(b"".join(_pem_cert(c) for c in chain))
     key_path.write_bytes(_pem_key(key))
     key_path.chmod(0o600)
     return ClientCert(name, cert_path, key_path)
@@ -365,7 +368,7 @@ class SClientResult:
         return None
 
 
-def s_client_request(port: int, server_ca: str, client: ClientCert | None, *options: str, path: str = "/v1/traces") -> SClientResult:
+def s_client_request(port: int, server_ca: str, client: ClientCert | None, *options: str, method: str = "POST", path: str = "/v1/traces") -> SClientResult:
     """A handshake with openssl s_client presenting `client`, then one OTLP/HTTP request with an
     empty protobuf body on the same connection (so an alert the server sends after a TLS 1.3
     handshake is read, and a good certificate gets an HTTP status)."""
@@ -375,8 +378,11 @@ def s_client_request(port: int, server_ca: str, client: ClientCert | None, *opti
     ]
     if client is not None:
         command += ["-cert", str(client.cert), "-key", str(client.key)]
+        intermediates = client.cert.with_name(f"{client.name}.chain.crt")
+        if intermediates.exists():
+            command += ["-cert_chain", str(intermediates)]
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-protobuf\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-protobuf\r\n"
         "Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     result = subprocess.run(command, input=request, capture_output=True, text=True, timeout=20)
