@@ -45,4 +45,15 @@ static inline uint64_t otlp_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPR
 static inline uint64_t otlp_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t otlp_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
 
+// JWS signature verification (ProxyTLS/JWSKey.swift): keys built from JWK fields with OSSL_PARAM_BLD,
+// RSA-PSS parameters, ECDSA signature conversion and one-shot HMAC.
+#include <openssl/param_build.h>
+#include <openssl/core_names.h>
+#include <openssl/rsa.h>
+#include <openssl/ec.h>
+#include <openssl/hmac.h>
+
+// EVP_PKEY_PUBLIC_KEY is an OR of OSSL_KEYMGMT_SELECT_* macros; return it as a plain value.
+static inline int otlp_EVP_PKEY_PUBLIC_KEY(void) { return EVP_PKEY_PUBLIC_KEY; }
+
 #endif
