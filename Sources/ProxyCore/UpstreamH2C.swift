@@ -37,15 +37,29 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     /// Called when the receiver's SETTINGS arrive or a stream closes: capacity may have changed.
     var onCapacity: ((UpstreamH2Connection) -> Void)?
 
-    init(settings: HTTP2SessionSettings) throws {
+    /// How long the receiver has to send its SETTINGS once connected before the connection is dropped.
+    private let settingsTimeout: TimeAmount
+    private var settingsTimer: Scheduled<Void>?
+
+    init(settings: HTTP2SessionSettings, settingsTimeout: TimeAmount) throws {
         session = try HTTP2Session(role: .client, settings: settings)
+        self.settingsTimeout = settingsTimeout
     }
 
     /// Whether one more stream may be opened now. Counts the streams handed out (not only those
     /// nghttp2 has opened), so a burst of exchanges never overbooks a connection.
+    ///
+    /// Until the receiver's SETTINGS arrive its stream limit is unknown, and a receiver may refuse
+    /// streams beyond its limit before our acknowledgement (gRPC servers do): so a new connection
+    /// carries one stream until then, and the waiting exchanges are served when the SETTINGS come.
     var hasCapacity: Bool {
-        isActive && !goingAway && streams.count < session.remoteMaxConcurrentStreams
+        guard isActive && !goingAway else { return false }
+        let limit = receivedSettings ? session.remoteMaxConcurrentStreams : 1
+        return streams.count < limit
     }
+
+    /// Whether the receiver's first SETTINGS frame has arrived.
+    private(set) var receivedSettings = false
 
     var activeStreams: Int { streams.count }
 
@@ -63,10 +77,18 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         guard !isActive else { return }
         isActive = true
         flushOutput()  // the connection preface and our SETTINGS
+        settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: settingsTimeout) { [self] in
+            guard !receivedSettings else { return }
+            // Not an HTTP/2 receiver, or a hung one: fail its stream and let the pool move on.
+            markUnusable()
+            self.context?.close(promise: nil)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        settingsTimer?.cancel()
+        settingsTimer = nil
         markUnusable()
         let open = streams
         streams.removeAll()
@@ -181,6 +203,9 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
             case .goaway:
                 markUnusable()
             case .remoteSettings:
+                receivedSettings = true
+                settingsTimer?.cancel()
+                settingsTimer = nil
                 onCapacity?(self)
             }
         }
@@ -250,18 +275,20 @@ final class UpstreamH2Pool {
             return
         }
         waiters.append(completion)
-        if !connecting { connect() }
+        serveWaiters()
     }
 
     private func connect() {
         connecting = true
         let settings = self.settings
+        let settingsTimeout = connectTimeout
         ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamH2Connection(settings: settings))
+                    try channel.pipeline.syncOperations.addHandler(
+                        UpstreamH2Connection(settings: settings, settingsTimeout: settingsTimeout))
                 }
             }
             .connect(to: address)
@@ -292,8 +319,10 @@ final class UpstreamH2Pool {
             let waiter = waiters.removeFirst()
             waiter(.success(connection))  // opens its stream before returning
         }
-        if !waiters.isEmpty && !connecting {
-            // The receiver's stream limit is reached on every connection (or they went away).
+        // Open another connection only when every connection is at the receiver's stream limit (or
+        // went away) — not while one is still waiting for its SETTINGS, which may raise its limit.
+        let awaitingSettings = connections.contains { $0.isActive && !$0.goingAway && !$0.receivedSettings }
+        if !waiters.isEmpty && !connecting && !awaitingSettings {
             connect()
         }
     }
