@@ -56,4 +56,10 @@ static inline uint64_t otlp_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_O
 // EVP_PKEY_PUBLIC_KEY is an OR of OSSL_KEYMGMT_SELECT_* macros; return it as a plain value.
 static inline int otlp_EVP_PKEY_PUBLIC_KEY(void) { return EVP_PKEY_PUBLIC_KEY; }
 
+// TLS client (JWKS fetches): SNI is an SSL_ctrl macro.
+static inline long otlp_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return SSL_set_tlsext_host_name(ssl, name);
+}
+static inline uint64_t otlp_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }
+
 #endif

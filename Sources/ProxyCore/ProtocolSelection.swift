@@ -27,7 +27,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
             return
         }
         switch event {
-        case .handshakeCompleted(let negotiated):
+        case .handshakeCompleted(let negotiated, _):
             if negotiated == "h2" {
                 do {
                     let sync = context.pipeline.syncOperations

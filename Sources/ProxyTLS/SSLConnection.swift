@@ -1,11 +1,12 @@
 internal import COpenSSL
 import NIOCore
 
-/// Owns one `SSL*` for one accepted connection, and through `SSL_set_bio` its two memory BIOs:
-/// `networkIn` (ciphertext from the socket that OpenSSL reads) and `networkOut` (ciphertext
-/// OpenSSL writes, to be sent to the socket). `deinit` frees the SSL, which frees both BIOs.
+/// Owns one `SSL*` for one connection, server (accept state) or client (connect state), and
+/// through `SSL_set_bio` its two memory BIOs: `networkIn` (ciphertext from the socket that OpenSSL
+/// reads) and `networkOut` (ciphertext OpenSSL writes, to be sent to the socket). `deinit` frees
+/// the SSL, which frees both BIOs.
 ///
-/// Not thread-safe: used only from the channel's event loop by `TLSServerHandler`. Every call that
+/// Not thread-safe: used only from the channel's event loop by `TLSChannelCore`. Every call that
 /// can fail clears the thread's OpenSSL error queue first and drains it into a `TLSError` on
 /// failure (WANT_READ / WANT_WRITE are results, not errors).
 final class SSLConnection {
@@ -21,16 +22,31 @@ final class SSLConnection {
         case failed(TLSError)
     }
 
-    /// Kept so the `TLSServerContext` (which the ALPN callback reaches unretained) outlives the SSL.
-    let context: TLSServerContext
-    private let ssl: OpaquePointer
+    /// Which side of the handshake this SSL plays.
+    enum Role {
+        case server
+        case client
+    }
+
+    let role: Role
+    /// The Swift object that owns the `SSL_CTX` (a `TLSServerContext` or `TLSClientContext`).
+    /// Kept so it outlives the SSL: the server's ALPN callback reaches it through an unretained pointer.
+    let contextOwner: AnyObject
+    /// The `SSL*`; internal so `PeerCertificate` extraction can read the peer's certificate.
+    let ssl: OpaquePointer
     private let networkIn: OpaquePointer
     private let networkOut: OpaquePointer
 
-    /// Makes an accept-state SSL from `context`. Nil only when OpenSSL cannot allocate.
-    init?(context: TLSServerContext) {
+    /// Makes an accept-state SSL from a server context. Nil only when OpenSSL cannot allocate.
+    convenience init?(context: TLSServerContext) {
+        self.init(ctx: context.ctx, owner: context, role: .server)
+    }
+
+    /// Makes an SSL from `ctx` (owned by `owner`) in accept or connect state.
+    /// Nil only when OpenSSL cannot allocate.
+    init?(ctx: OpaquePointer, owner: AnyObject, role: Role) {
         OpenSSLErrorQueue.clear()
-        guard let ssl = SSL_new(context.ctx) else { return nil }
+        guard let ssl = SSL_new(ctx) else { return nil }
         guard let networkIn = BIO_new(BIO_s_mem()) else {
             SSL_free(ssl)
             return nil
@@ -45,11 +61,38 @@ final class SSLConnection {
         _ = otlp_BIO_set_mem_eof_return(networkIn, -1)
         // SSL_set_bio takes ownership of both BIOs: SSL_free frees them.
         SSL_set_bio(ssl, networkIn, networkOut)
-        SSL_set_accept_state(ssl)
-        self.context = context
+        switch role {
+        case .server: SSL_set_accept_state(ssl)
+        case .client: SSL_set_connect_state(ssl)
+        }
+        self.role = role
+        self.contextOwner = owner
         self.ssl = ssl
         self.networkIn = networkIn
         self.networkOut = networkOut
+    }
+
+    /// Client only, before the first handshake step: sends `hostname` as SNI (unless it is an IP
+    /// literal, which RFC 6066 forbids in SNI) and makes certificate verification check it against
+    /// the server certificate's DNS (or IP) subject alternative names.
+    func expectServerName(_ hostname: String) -> TLSError? {
+        OpenSSLErrorQueue.clear()
+        let param = SSL_get0_param(ssl)
+        if isIPLiteral(hostname) {
+            guard X509_VERIFY_PARAM_set1_ip_asc(param, hostname) == 1 else {
+                return TLSError.drainingErrorQueue(.configuration, "tls client: cannot verify against IP address \(hostname)")
+            }
+            return nil
+        }
+        guard !hostname.isEmpty, otlp_SSL_set_tlsext_host_name(ssl, hostname) == 1 else {
+            return TLSError.drainingErrorQueue(.configuration, "tls client: invalid server name \"\(hostname)\"")
+        }
+        // "*.example.com" may match "a.example.com", never "a.b.example.com" or "ab*.example.com".
+        SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+        guard SSL_set1_host(ssl, hostname) == 1 else {
+            return TLSError.drainingErrorQueue(.configuration, "tls client: invalid server name \"\(hostname)\"")
+        }
+        return nil
     }
 
     deinit {
@@ -101,8 +144,33 @@ final class SSLConnection {
         OpenSSLErrorQueue.clear()
         let rc = SSL_do_handshake(ssl)
         if rc == 1 { return .done(0) }
-        return classify(rc, kind: .handshake, message: "TLS handshake failed")
+        let step = classify(rc, kind: .handshake, message: "TLS handshake failed")
+        // OpenSSL's own error for these is a generic "certificate verify failed"; the verify
+        // result says why, which is what an operator needs in the log.
+        if case .failed = step, let verification = peerVerificationError() {
+            return .failed(verification)
+        }
+        return step
     }
+
+    /// After a failed handshake: a `.peerVerification` error when the failure was the peer's
+    /// certificate (OpenSSL's verify reason), or the absence of one that was required; else nil.
+    /// The OpenSSL error queue has been drained already; the verify result lives on the SSL.
+    private func peerVerificationError() -> TLSError? {
+        let peer = role == .server ? "client certificate" : "server certificate"
+        let result = SSL_get_verify_result(ssl)
+        if result != X509_V_OK {
+            let reason = X509_verify_cert_error_string(result).map { String(cString: $0) } ?? "verify error \(result)"
+            return TLSError(kind: .peerVerification, description: "\(peer) rejected: \(reason)")
+        }
+        if lastFailureReason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE {
+            return TLSError(kind: .peerVerification, description: "\(peer) rejected: the peer sent none and one is required")
+        }
+        return nil
+    }
+
+    /// The reason code of the first error `classify` drained for its last fatal failure.
+    private var lastFailureReason: Int32 = 0
 
     /// Decrypts as much as fits into `buffer`'s writable space (at least `chunk` bytes).
     func read(into buffer: inout ByteBuffer, chunk: Int) -> Step {
@@ -165,6 +233,7 @@ final class SSLConnection {
         case SSL_ERROR_ZERO_RETURN:
             return .closedByPeer
         default:
+            lastFailureReason = ERR_GET_REASON(ERR_peek_error())
             return .failed(TLSError.drainingErrorQueue(kind, message))
         }
     }

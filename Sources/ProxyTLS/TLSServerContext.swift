@@ -14,7 +14,8 @@ private let intermediateGroups = "X25519:prime256v1:secp384r1"
 private let securityLevel: Int32 = 2
 
 /// Owns one `SSL_CTX` configured as a TLS server: certificate chain, private key, protocol
-/// versions, Mozilla "intermediate" ciphers and groups, and the ALPN selection callback.
+/// versions, Mozilla "intermediate" ciphers and groups, the ALPN selection callback, and, with
+/// `clientCAFile`, client certificate verification (trust store, CRLs, depth, clientAuth purpose).
 ///
 /// Built once from `TLSServerSettings` and never modified afterwards, so it is safe to share
 /// between event loops; each connection makes its own `SSL` from it (`TLSServerHandler`).
@@ -49,6 +50,7 @@ public final class TLSServerContext: Sendable {
 
         try Self.applyProtocolSettings(ctx, minimumVersion: settings.minimumVersion)
         let notAfter = try Self.loadCertificateAndKey(ctx, settings: settings)
+        try Self.configureClientVerification(ctx, settings: settings)
 
         let alpnWire = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -188,15 +190,157 @@ public final class TLSServerContext: Sendable {
                 .keyMismatch, "tls.key_file \(keyPath): private key does not match the certificate in \(certPath)")
         }
 
-        guard let leaf = SSL_CTX_get0_certificate(ctx), let notAfter = X509_get0_notAfter(leaf) else {
-            return nil
+        guard let leaf = SSL_CTX_get0_certificate(ctx) else { return nil }
+        return asn1TimeToDate(X509_get0_notAfter(leaf))
+    }
+
+    // MARK: - Client certificates
+
+    /// Trust store, CertificateRequest CA names, verify mode, depth, purpose and CRLs.
+    /// OpenSSL then verifies each client chain during the handshake and, on failure, sends the
+    /// alert that matches the verify error (expired → certificate_expired, unknown issuer or
+    /// too deep → unknown_ca, revoked → certificate_revoked, wrong EKU → unsupported_certificate).
+    private static func configureClientVerification(_ ctx: OpaquePointer, settings: TLSServerSettings) throws(TLSError) {
+        guard let caFile = settings.clientCAFile else {
+            if settings.clientAuth != .none {
+                throw TLSError(
+                    kind: .configuration,
+                    description: "tls.client_auth \(settings.clientAuth.rawValue): needs tls.client_ca_file to verify client certificates")
+            }
+            if settings.crlFile != nil {
+                throw TLSError(kind: .configuration, description: "tls.crl_file: needs tls.client_ca_file")
+            }
+            return
         }
-        var time = tm()
-        guard ASN1_TIME_to_tm(notAfter, &time) == 1 else {
+        guard (1...10).contains(settings.verifyDepth) else {
+            throw TLSError(
+                kind: .configuration,
+                description: "tls.verify_depth \(settings.verifyDepth): must be 1 to 10 (certificates below the trust anchor)")
+        }
+        try checkTrustFile(caFile, label: "tls.client_ca_file")
+
+        OpenSSLErrorQueue.clear()
+        guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                .invalidTrustStore, "tls.client_ca_file \(caFile): no valid CA certificate found in PEM")
+        }
+        // The CA subjects go into the CertificateRequest so clients holding several certificates
+        // pick one from these CAs. SSL_CTX_set_client_CA_list takes ownership of the list.
+        OpenSSLErrorQueue.clear()
+        guard let names = SSL_load_client_CA_file(caFile) else {
+            throw TLSError.drainingErrorQueue(
+                .invalidTrustStore, "tls.client_ca_file \(caFile): no valid CA certificate found in PEM")
+        }
+        SSL_CTX_set_client_CA_list(ctx, names)
+
+        // OpenSSL's depth counts the CA certificates between leaf and trust anchor; ours counts
+        // the leaf too (1 = issued directly by a configured CA).
+        SSL_CTX_set_verify_depth(ctx, Int32(settings.verifyDepth - 1))
+        // A server verifies client chains for the "SSL client" purpose by default; set it so the
+        // rule is explicit: a leaf whose extendedKeyUsage lacks clientAuth fails with
+        // "unsupported certificate purpose" (alert unsupported_certificate).
+        OpenSSLErrorQueue.clear()
+        guard SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) == 1 else {
+            throw TLSError.drainingErrorQueue(.configuration, "tls: OpenSSL refused the SSL client purpose")
+        }
+
+        if let crlFile = settings.crlFile {
+            guard let store = SSL_CTX_get_cert_store(ctx) else {
+                throw TLSError(kind: .configuration, description: "tls: the OpenSSL context has no certificate store")
+            }
+            try loadCRLs(crlFile, into: store)
+            // CRL_CHECK checks the leaf, CRL_CHECK_ALL every certificate of the chain; a missing,
+            // expired or not-yet-valid CRL fails verification (fail closed).
+            let param = SSL_CTX_get0_param(ctx)
+            guard X509_VERIFY_PARAM_set_flags(param, UInt(X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL)) == 1 else {
+                throw TLSError.drainingErrorQueue(.configuration, "tls: OpenSSL refused the CRL check flags")
+            }
+        }
+
+        let mode: Int32 = switch settings.clientAuth {
+        case .none: SSL_VERIFY_NONE
+        case .request: SSL_VERIFY_PEER
+        case .require: SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+        }
+        SSL_CTX_set_verify(ctx, mode, nil)
+
+        if settings.clientAuth != .none {
+            // No session resumption while clients are verified: a resumed session skips chain
+            // verification, so a certificate that expired (or a context reloaded with a newer CRL)
+            // would keep working until the ticket expires. OTLP exporters hold connections open,
+            // so full handshakes cost little. The session id context is set anyway, because
+            // OpenSSL refuses resumption attempts with verification on and no context set.
+            let sessionContext = Array("otlp-auth-proxy/mtls".utf8)
+            _ = SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count))
+            _ = otlp_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
+            _ = SSL_CTX_set_num_tickets(ctx, 0)
+            _ = SSL_CTX_set_options(ctx, otlp_SSL_OP_NO_TICKET())
+        }
+    }
+
+    /// `checkReadable` for trust files (CA bundle, CRL): the same checks, reported as
+    /// `.invalidTrustStore` so callers can tell trust material from the server's own certificate.
+    private static func checkTrustFile(_ path: String, label: String) throws(TLSError) {
+        do {
+            try checkReadable(path, label: label)
+        } catch {
+            throw TLSError(kind: .invalidTrustStore, description: error.description)
+        }
+    }
+
+    /// Adds every CRL in the PEM file at `path` to `store`. Refuses a file that holds no CRL, a
+    /// damaged CRL after good ones, and a CRL that is already past its nextUpdate (or not yet
+    /// valid): loading it would only make every client fail verification.
+    private static func loadCRLs(_ path: String, into store: OpaquePointer) throws(TLSError) {
+        try checkTrustFile(path, label: "tls.crl_file")
+        OpenSSLErrorQueue.clear()
+        guard let bio = BIO_new_file(path, "r") else {
+            throw TLSError.drainingErrorQueue(.invalidTrustStore, "tls.crl_file \(path): cannot read file")
+        }
+        defer { BIO_free(bio) }
+
+        var count = 0
+        while true {
             OpenSSLErrorQueue.clear()
-            return nil
+            guard let crl = PEM_read_bio_X509_CRL(bio, nil, refusePassphraseCallback, nil) else { break }
+            defer { X509_CRL_free(crl) }  // X509_STORE_add_crl takes its own reference.
+            count += 1
+            let issuer = crlIssuer(crl)
+            if let nextUpdate = X509_CRL_get0_nextUpdate(crl), X509_cmp_current_time(nextUpdate) <= 0 {
+                let when = asn1TimeToDate(nextUpdate).map { " at \($0)" } ?? ""
+                throw TLSError(
+                    kind: .invalidTrustStore,
+                    description: "tls.crl_file \(path): CRL #\(count) (issuer \(issuer)) expired\(when) (nextUpdate); install a current CRL")
+            }
+            if let lastUpdate = X509_CRL_get0_lastUpdate(crl), X509_cmp_current_time(lastUpdate) > 0 {
+                throw TLSError(
+                    kind: .invalidTrustStore,
+                    description: "tls.crl_file \(path): CRL #\(count) (issuer \(issuer)) is not valid yet (lastUpdate in the future)")
+            }
+            guard X509_STORE_add_crl(store, crl) == 1 else {
+                throw TLSError.drainingErrorQueue(.invalidTrustStore, "tls.crl_file \(path): OpenSSL refused CRL #\(count)")
+            }
         }
-        return Date(timeIntervalSince1970: TimeInterval(timegm(&time)))
+        // The loop ends when PEM reading fails: at the end of the file that is "no start line";
+        // anything else means a damaged CRL.
+        let last = ERR_peek_last_error()
+        let atEnd = count > 0 && ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE
+        guard atEnd else {
+            let message = count == 0
+                ? "tls.crl_file \(path): no valid CRL found in PEM"
+                : "tls.crl_file \(path): the PEM block after CRL #\(count) is not a valid CRL"
+            throw TLSError.drainingErrorQueue(.invalidTrustStore, message)
+        }
+        OpenSSLErrorQueue.clear()
+    }
+
+    /// The CRL issuer's distinguished name in OpenSSL's one-line form, for error messages.
+    private static func crlIssuer(_ crl: OpaquePointer) -> String {
+        guard let name = X509_CRL_get_issuer(crl), let line = X509_NAME_oneline(name, nil, 0) else {
+            return "unknown"
+        }
+        defer { CRYPTO_free(line, #fileID, #line) }
+        return String(cString: line)
     }
 }
 

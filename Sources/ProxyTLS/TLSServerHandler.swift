@@ -2,27 +2,28 @@ import NIOCore
 
 /// Fired with `context.fireUserInboundEventTriggered` once the handshake completes.
 public enum TLSServerEvent: Sendable, Equatable {
-    case handshakeCompleted(negotiatedProtocol: String?)  // ALPN result, nil when none
+    /// `negotiatedProtocol`: the ALPN result, nil when none. `peerCertificate`: the client's
+    /// certificate when it sent one and it verified against `tls.client_ca_file` (and the CRLs);
+    /// nil when the client sent none (possible with `TLSClientAuth.request`) or client
+    /// certificates are not requested. A certificate that fails verification never gets here:
+    /// the handshake fails instead.
+    case handshakeCompleted(negotiatedProtocol: String?, peerCertificate: PeerCertificate?)
 }
 
 /// NIO handler that terminates TLS: ciphertext `ByteBuffer`s in from the socket, cleartext
 /// `ByteBuffer`s out to the next handler, and the reverse on write.
 ///
-/// Owns one `SSLConnection` (one `SSL*` with memory BIOs, freed in its deinit) made from the
+/// Owns one `TLSChannelCore` (and through it one `SSL*` with memory BIOs) made from the
 /// `TLSServerContext` given at init; take `TLSServerContextHolder.current` when building the
-/// pipeline so a reload affects only new connections.
-///
-/// Call order and events:
-/// - Writes before the handshake completes are queued, then encrypted and sent together with the
-///   handshake's last flight; if the handshake fails their promises fail with its `TLSError`.
-/// - Write promises complete when the ciphertext carrying them has been written to the socket.
+/// pipeline so a reload affects only new connections. The call order and events are the core's
+/// (see `TLSChannelCore`); in short:
 /// - `TLSServerEvent.handshakeCompleted` is fired before any cleartext is read.
-/// - A failed handshake sends OpenSSL's alert, fires `errorCaught(TLSError(.handshake))` and closes;
-///   a TLS error later does the same with `.protocolFailure`.
-/// - The peer's close_notify closes the channel (after our own close_notify). A TCP close that cuts
-///   a handshake or record short fires `errorCaught(TLSError(.unexpectedEOF))` before
-///   `channelInactive`; a TCP close between records is a plain `channelInactive`.
-/// - `close(mode: .all)` sends close_notify, then closes without waiting for the peer's.
+/// - Writes before the handshake completes are queued and sent with the handshake's last flight.
+/// - A failed handshake sends OpenSSL's alert, fires `errorCaught(TLSError)` and closes. The kind is
+///   `.peerVerification` when the client's certificate was rejected (the description names
+///   OpenSSL's verify reason, e.g. "client certificate rejected: certificate has expired") or a
+///   required one was missing, `.handshake` otherwise; later TLS errors are `.protocolFailure`.
+/// - A TCP close that cuts a handshake or record short fires `TLSError(.unexpectedEOF)`.
 /// Nothing is logged here; the caller logs the errors it receives.
 public final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
@@ -30,268 +31,49 @@ public final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandl
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private enum State {
-        /// Waiting for / in the handshake; writes are queued.
-        case handshaking
-        /// Application data flows both ways.
-        case active
-        /// We sent close_notify for `close(mode: .output)`; reads continue, writes fail.
-        case outputClosed
-        /// Closed, failed, or removed: no more TLS work.
-        case closed
-    }
-
-    /// Cleartext decrypted per SSL_read (one TLS record holds at most 16 KiB).
-    private static let readChunk = 16 * 1024
-
-    private let connection: SSLConnection?
-    private var state: State = .handshaking
-    /// Whether any ciphertext arrived, so a TCP close before the first byte (a port probe) is
-    /// not reported as a broken handshake.
-    private var receivedCiphertext = false
-    /// Writes made before the handshake completed, encrypted once it does.
-    private var queuedWrites: CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)> = []
-    /// Promises of cleartext already encrypted into the write BIO but not yet sent as ciphertext.
-    private var unsentPromises: [EventLoopPromise<Void>] = []
+    private let core: TLSChannelCore
 
     public init(context: TLSServerContext) {
-        self.connection = SSLConnection(context: context)
+        self.core = TLSChannelCore(connection: SSLConnection(context: context))
     }
 
-    // MARK: Inbound
-
     public func handlerAdded(context: ChannelHandlerContext) {
-        if connection == nil {
-            state = .closed
-            context.fireErrorCaught(
-                TLSError(kind: .configuration, description: "tls: OpenSSL could not allocate a connection"))
-            context.close(promise: nil)
-        }
+        core.handlerAdded(context: context)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
-        state = .closed
-        failPendingWrites(ChannelError.ioOnClosedChannel)
+        core.handlerRemoved(context: context)
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        core.channelActive(context: context)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let ciphertext = unwrapInboundIn(data)
-        guard let connection, state != .closed else { return }
-        if ciphertext.readableBytes > 0 { receivedCiphertext = true }
-        connection.receive(ciphertext)
-        drive(context: context, connection: connection)
+        core.channelRead(context: context, ciphertext: unwrapInboundIn(data))
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        context.fireChannelReadComplete()
+        core.channelReadComplete(context: context)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        reportUncleanEOFIfNeeded(context: context)
-        state = .closed
-        failPendingWrites(ChannelError.ioOnClosedChannel)
-        context.fireChannelInactive()
+        core.channelInactive(context: context)
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // With half-closure allowed the socket's EOF arrives as an event instead of channelInactive.
-        if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
-            reportUncleanEOFIfNeeded(context: context)
-        }
-        context.fireUserInboundEventTriggered(event)
+        core.userInboundEventTriggered(context: context, event: event)
     }
-
-    /// Runs the handshake and then reads cleartext until OpenSSL needs more ciphertext, then sends
-    /// whatever OpenSSL produced on its own (handshake messages, tickets, alerts, key updates).
-    private func drive(context: ChannelHandlerContext, connection: SSLConnection) {
-        var protocolOutput = false
-
-        if state == .handshaking {
-            let before = connection.pendingCiphertextCount
-            let step = connection.handshake()
-            protocolOutput = connection.pendingCiphertextCount > before
-            switch step {
-            case .done:
-                state = .active
-                context.fireUserInboundEventTriggered(
-                    TLSServerEvent.handshakeCompleted(negotiatedProtocol: connection.negotiatedProtocol))
-                encryptQueuedWrites(context: context, connection: connection)
-                protocolOutput = true  // send the handshake tail together with any queued data
-            case .wantRead:
-                if protocolOutput { sendCiphertext(context: context) }
-                return
-            case .closedByPeer:
-                fail(context: context, TLSError(kind: .handshake, description: "TLS handshake failed: peer closed during the handshake"))
-                return
-            case .failed(let error):
-                fail(context: context, error)
-                return
-            }
-        }
-
-        readLoop: while state == .active || state == .outputClosed {
-            var cleartext = context.channel.allocator.buffer(capacity: Self.readChunk)
-            let before = connection.pendingCiphertextCount
-            let step = connection.read(into: &cleartext, chunk: Self.readChunk)
-            if connection.pendingCiphertextCount > before { protocolOutput = true }
-            switch step {
-            case .done:
-                // May re-enter write/flush/close; the loop condition re-checks the state.
-                context.fireChannelRead(wrapInboundOut(cleartext))
-            case .wantRead:
-                break readLoop
-            case .closedByPeer:
-                closeAfterPeerCloseNotify(context: context, connection: connection)
-                return
-            case .failed(let error):
-                fail(context: context, error)
-                return
-            }
-        }
-
-        if protocolOutput && state != .closed {
-            sendCiphertext(context: context)
-        }
-    }
-
-    private func closeAfterPeerCloseNotify(context: ChannelHandlerContext, connection: SSLConnection) {
-        if state == .active { connection.shutdown() }  // answer with our close_notify
-        state = .closed
-        sendCiphertext(context: context)
-        failPendingWrites(ChannelError.ioOnClosedChannel)
-        context.close(promise: nil)
-    }
-
-    /// Sends the alert OpenSSL wrote (if any), reports the error and closes.
-    private func fail(context: ChannelHandlerContext, _ error: TLSError) {
-        state = .closed
-        sendCiphertext(context: context)
-        failPendingWrites(error)
-        context.fireErrorCaught(error)
-        context.close(promise: nil)
-    }
-
-    private func reportUncleanEOFIfNeeded(context: ChannelHandlerContext) {
-        guard let connection else { return }
-        let cutShort: Bool
-        switch state {
-        case .handshaking: cutShort = receivedCiphertext
-        case .active, .outputClosed: cutShort = connection.hasUnprocessedInput
-        case .closed: cutShort = false
-        }
-        guard cutShort else { return }
-        let stage = state == .handshaking ? "during the handshake" : "in the middle of a TLS record"
-        context.fireErrorCaught(
-            TLSError(kind: .unexpectedEOF, description: "TLS connection closed by the peer \(stage) without close_notify"))
-    }
-
-    // MARK: Outbound
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let cleartext = unwrapOutboundIn(data)
-        switch state {
-        case .handshaking:
-            queuedWrites.append((cleartext, promise))
-        case .active:
-            encrypt(cleartext, promise: promise, context: context)
-        case .outputClosed, .closed:
-            promise?.fail(ChannelError.ioOnClosedChannel)
-        }
+        core.write(context: context, cleartext: unwrapOutboundIn(data), promise: promise)
     }
 
     public func flush(context: ChannelHandlerContext) {
-        switch state {
-        case .active, .outputClosed:
-            sendCiphertext(context: context)
-        case .handshaking:
-            // Queued writes go out right after the handshake completes.
-            break
-        case .closed:
-            context.flush()
-        }
+        core.flush(context: context)
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        switch mode {
-        case .all:
-            if state == .active || state == .outputClosed {
-                if state == .active { connection?.shutdown() }
-                sendCiphertext(context: context)
-            }
-            state = .closed
-            failPendingWrites(ChannelError.ioOnClosedChannel)
-            context.close(mode: .all, promise: promise)
-        case .output:
-            if state == .active {
-                connection?.shutdown()
-                sendCiphertext(context: context)
-                state = .outputClosed
-            }
-            context.close(mode: .output, promise: promise)
-        case .input:
-            context.close(mode: .input, promise: promise)
-        }
-    }
-
-    /// Encrypts one write; its promise waits for the ciphertext write that carries it.
-    private func encrypt(_ cleartext: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard let connection else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return
-        }
-        if let error = connection.write(cleartext) {
-            promise?.fail(error)
-            fail(context: context, error)
-            return
-        }
-        if let promise { unsentPromises.append(promise) }
-    }
-
-    private func encryptQueuedWrites(context: ChannelHandlerContext, connection: SSLConnection) {
-        while state == .active, let (cleartext, promise) = queuedWrites.popFirst() {
-            encrypt(cleartext, promise: promise, context: context)
-        }
-    }
-
-    /// Moves all pending ciphertext into one buffer and writes and flushes it; the promises of
-    /// every write encrypted so far complete with that socket write.
-    private func sendCiphertext(context: ChannelHandlerContext) {
-        guard let connection else { return }
-        let promises = unsentPromises
-        unsentPromises.removeAll(keepingCapacity: true)
-
-        let pending = connection.pendingCiphertextCount
-        guard pending > 0 else {
-            // Only empty writes can be waiting here: nothing to send for them.
-            for promise in promises { promise.succeed() }
-            context.flush()
-            return
-        }
-        var ciphertext = context.channel.allocator.buffer(capacity: pending)
-        connection.drainCiphertext(into: &ciphertext)
-
-        let writePromise: EventLoopPromise<Void>?
-        switch promises.count {
-        case 0:
-            writePromise = nil
-        case 1:
-            writePromise = promises[0]
-        default:
-            let combined = context.eventLoop.makePromise(of: Void.self)
-            combined.futureResult.whenComplete { result in
-                for promise in promises { promise.completeWith(result) }
-            }
-            writePromise = combined
-        }
-        context.writeAndFlush(wrapOutboundOut(ciphertext), promise: writePromise)
-    }
-
-    private func failPendingWrites(_ error: any Error) {
-        let promises = unsentPromises
-        unsentPromises.removeAll()
-        for promise in promises { promise.fail(error) }
-        while let (_, promise) = queuedWrites.popFirst() {
-            promise?.fail(error)
-        }
+        core.close(context: context, mode: mode, promise: promise)
     }
 }
