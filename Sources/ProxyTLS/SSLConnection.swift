@@ -76,6 +76,10 @@ final class SSLConnection {
     /// literal, which RFC 6066 forbids in SNI) and makes certificate verification check it against
     /// the server certificate's DNS (or IP) subject alternative names.
     func expectServerName(_ hostname: String) -> TLSError? {
+        // A NUL would end the C string early and make OpenSSL check a shorter name.
+        guard !hostname.isEmpty, !hostname.utf8.contains(0) else {
+            return TLSError(kind: .configuration, description: "tls client: invalid server name \"\(hostname)\"")
+        }
         OpenSSLErrorQueue.clear()
         let param = SSL_get0_param(ssl)
         if isIPLiteral(hostname) {
@@ -84,7 +88,7 @@ final class SSLConnection {
             }
             return nil
         }
-        guard !hostname.isEmpty, otlp_SSL_set_tlsext_host_name(ssl, hostname) == 1 else {
+        guard otlp_SSL_set_tlsext_host_name(ssl, hostname) == 1 else {
             return TLSError.drainingErrorQueue(.configuration, "tls client: invalid server name \"\(hostname)\"")
         }
         // "*.example.com" may match "a.example.com", never "a.b.example.com" or "ab*.example.com".
