@@ -43,7 +43,7 @@ let package = Package(
             dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "ProxyAuth",
-            dependencies: ["ProxyTLS", "CCrypt", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["ProxyTLS", "ProxyJSON", "CCrypt", .product(name: "Yams", package: "Yams")]),
         .target(
             name: "ProxyConfig",
             dependencies: [.product(name: "Yams", package: "Yams")]),
