@@ -78,7 +78,7 @@ final class SSLConnection {
     func expectServerName(_ hostname: String) -> TLSError? {
         // A NUL would end the C string early and make OpenSSL check a shorter name.
         guard !hostname.isEmpty, !hostname.utf8.contains(0) else {
-            return TLSError(kind: .configuration, description: "tls client: invalid server name \"\(hostname)\"")
+            return TLSError(kind: .configuration, description: "tls client: invalid server name \(String(reflecting: hostname))")
         }
         OpenSSLErrorQueue.clear()
         let param = SSL_get0_param(ssl)
@@ -168,7 +168,7 @@ final class SSLConnection {
             return TLSError(kind: .peerVerification, description: "\(peer) rejected: \(reason)")
         }
         if lastFailureReason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE {
-            return TLSError(kind: .peerVerification, description: "\(peer) rejected: the peer sent none and one is required")
+            return TLSError(kind: .peerVerification, description: "\(peer) rejected: none was sent and one is required")
         }
         return nil
     }

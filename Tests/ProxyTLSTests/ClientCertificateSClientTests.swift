@@ -198,6 +198,54 @@ final class ClientCertificateSClientTests: XCTestCase {
         XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil)])
     }
 
+    // MARK: Session resumption
+
+    /// Connects once with `-sess_out`; s_client writes the file only when the server gave it a
+    /// resumable session. If there is one, connects again with `-sess_in` and returns that output.
+    private func reconnectWithSavedSession(_ version: String, client: ClientCertificates.Client?) throws -> String? {
+        let session = clients.directory + "/session-\(UUID().uuidString).pem"
+        var base = [version]
+        if let client { base += ["-cert", client.cert, "-key", client.key] }
+        let first = try SClientResult.run(
+            port: port, caFile: server.caFile, arguments: base + ["-sess_out", session], message: "ping-sess-1-\(version)")
+        XCTAssertTrue(first.output.contains("ping-sess-1-\(version)"), first.output)
+        guard FileManager.default.fileExists(atPath: session) else { return nil }
+        let second = try SClientResult.run(
+            port: port, caFile: server.caFile, arguments: base + ["-sess_in", session], message: "ping-sess-2-\(version)")
+        XCTAssertTrue(second.output.contains("ping-sess-2-\(version)"), second.output)
+        return second.output
+    }
+
+    /// A resumed session would skip chain verification (expiry, a newer CRL), so with client
+    /// certificates the server hands out no resumable session (no tickets, no session cache) and
+    /// every connection is a full handshake that sees the certificate again.
+    func testRequire_SessionsNotResumed() throws {
+        try startServer(settings())
+        var handshakes = 0
+        for version in ["-tls1_2", "-tls1_3"] {
+            handshakes += 1
+            if let output = try reconnectWithSavedSession(version, client: clients.good) {
+                handshakes += 1
+                XCTAssertTrue(output.contains("\nNew, TLSv1."), output)
+                XCTAssertFalse(output.contains("\nReused, "), output)
+            }
+        }
+        let peers = observations.events.map { event -> String? in
+            guard case .handshakeCompleted(_, let peer) = event else { return nil }
+            return peer?.subjectCommonName
+        }
+        XCTAssertEqual(peers, Array(repeating: "collector-1", count: handshakes))
+    }
+
+    /// Control for the test above: without client certificates the same s_client runs resume.
+    func testNoClientCA_SessionsResumed() throws {
+        try startServer(TLSServerSettings(certificateChainFile: server.rsaChain, privateKeyFile: server.rsaKey))
+        for version in ["-tls1_2", "-tls1_3"] {
+            let output = try XCTUnwrap(try reconnectWithSavedSession(version, client: nil), "no resumable session")
+            XCTAssertTrue(output.contains("\nReused, TLSv1."), output)
+        }
+    }
+
     // MARK: Refused certificates and their alerts
 
     func testRequire_ExpiredTLS13_CertificateExpiredAlert() throws {
