@@ -8,14 +8,25 @@ enum Schema {
         ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log"]),
         ("grpc", ["endpoint", "max_recv_msg_size"]),
         ("http", ["endpoint", "max_request_body_size", "max_header_bytes", "max_header_count", "idle_timeout"]),
-        ("tls", ["cert_file", "key_file", "min_version"]),
+        ("tls", ["cert_file", "key_file", "min_version", "client_ca_file", "client_auth", "crl_file", "verify_depth"]),
         ("upstream", ["grpc", "http", "connect_timeout", "timeout", "max_idle_connections",
                       "unsafe_allow_remote_upstream"]),
-        ("auth", ["bearer", "forward_authorization"]),
+        ("auth", ["methods", "mtls", "jwt", "bearer", "basic", "principals", "forward_authorization"]),
+        ("auth.mtls", ["principal_from", "allowed_principals"]),
+        ("auth.jwt", ["providers", "max_token_bytes"]),
+        ("auth.jwt.providers", ["name", "issuer", "audiences", "algorithms", "jwks_file", "jwks_url",
+                                "hmac_secret_file", "hmac_secret_env", "jwks_ca_file", "jwks_refresh_interval",
+                                "jwks_min_refetch_interval", "clock_skew", "required_claims", "principal_claim",
+                                "tenant_claim", "claims_to_headers"]),
         ("auth.bearer", ["tokens_file"]),
-        ("tenant", ["header"]),
+        ("auth.basic", ["htpasswd_file"]),
+        ("auth.principals", ["principal", "tenant", "allowed_tenants", "signals"]),
+        ("tenant", ["header", "default"]),
         ("log", ["level"]),
     ]
+
+    /// Sections that are the entries of a list (`auth.jwt.providers[0]`), by their schema path.
+    static let listSections: Set<String> = ["auth.jwt.providers", "auth.principals"]
 
     static func keys(of path: String) -> [String] {
         sections.first { $0.path == path }?.keys ?? []
@@ -74,7 +85,8 @@ struct ConfigurationReader {
             required: "required: the PEM private key of that certificate, "
                 + "e.g. key_file: /etc/otlp-auth-proxy/tls/server.key")
         let minVersion = tlsVersion(tlsFields, "min_version") ?? ProxyConfiguration.TLS.defaultMinVersion
-        let tls = ProxyConfiguration.TLS(certFile: certFile ?? "", keyFile: keyFile ?? "", minVersion: minVersion)
+        let tls = readClientCertificates(
+            tlsFields, into: ProxyConfiguration.TLS(certFile: certFile ?? "", keyFile: keyFile ?? "", minVersion: minVersion))
 
         let upstreamFields = section(in: top, "upstream")
         var upstream = ProxyConfiguration.Upstream()
@@ -88,18 +100,7 @@ struct ConfigurationReader {
         if let value = boolean(upstreamFields, "unsafe_allow_remote_upstream") { upstream.unsafeAllowRemoteUpstream = value }
 
         let authFields = section(in: top, "auth")
-        let bearerFields = section(in: authFields, "bearer")
-        var auth = ProxyConfiguration.Auth()
-        // Bearer tokens are the only method so far, so the tokens file is what "at least one method" means.
-        if let tokensFile = requiredPath(
-            bearerFields, "tokens_file", example: "/etc/otlp-auth-proxy/tokens.yaml",
-            required: "required: the proxy needs at least one authentication method, and for now that is "
-                + "bearer tokens: the YAML file listing each token with its principal and tenant, "
-                + "e.g. auth: { bearer: { tokens_file: /etc/otlp-auth-proxy/tokens.yaml } }")
-        {
-            auth.bearer = .init(tokensFile: tokensFile)
-        }
-        if let value = boolean(authFields, "forward_authorization") { auth.forwardAuthorization = value }
+        let auth = readAuth(authFields, tls: tls)
 
         let tenantFields = section(in: top, "tenant")
         var tenant = ProxyConfiguration.Tenant()
@@ -108,6 +109,13 @@ struct ConfigurationReader {
                 report(tenantFields.key("header"), problem)
             } else {
                 tenant.header = value
+            }
+        }
+        if let value = string(tenantFields, "default", example: "anonymous") {
+            if let problem = Self.tenantIDProblem(value) {
+                report(tenantFields.key("default"), "\(quote(value)): \(problem)")
+            } else {
+                tenant.defaultTenant = value
             }
         }
 
@@ -183,15 +191,17 @@ struct ConfigurationReader {
 
     // MARK: - Sections and unknown keys
 
-    private mutating func section(in parent: Fields, _ name: String) -> Fields {
+    mutating func section(in parent: Fields, _ name: String) -> Fields {
         var fields = section(parent[name], path: parent.key(name))
         fields.isBroken = fields.isBroken || parent.isBroken
         return fields
     }
 
-    /// Reports every key not in the schema for `path`, and the section itself when it is not a mapping.
+    /// Reports every key not in the schema for `path` (or `schema`, for list entries such as
+    /// `auth.jwt.providers[1]`), and the section itself when it is not a mapping.
     /// An absent or empty (null) section is an empty mapping: all defaults.
-    private mutating func section(_ node: Node?, path: String) -> Fields {
+    mutating func section(_ node: Node?, path: String, schema: String? = nil) -> Fields {
+        let schemaPath = schema ?? path
         var fields = Fields(path: path)
         guard let node, !Self.isNull(node) else { return fields }
         guard case let .mapping(mapping) = node else {
@@ -199,13 +209,13 @@ struct ConfigurationReader {
                 report("(file)", "the file must be a mapping of sections (grpc, http, tls, upstream, auth, "
                     + "tenant, log), found \(Self.describe(node))")
             } else {
-                report(path, "must be a mapping of keys (e.g. \(Schema.keys(of: path).first ?? "key"): ...), "
+                report(path, "must be a mapping of keys (e.g. \(Schema.keys(of: schemaPath).first ?? "key"): ...), "
                     + "found \(Self.describe(node))")
             }
             fields.isBroken = true
             return fields
         }
-        let known = Schema.keys(of: path)
+        let known = Schema.keys(of: schemaPath)
         for (keyNode, value) in mapping {
             guard case let .scalar(keyScalar) = keyNode else {
                 let line = keyNode.mark.map { " at line \($0.line)" } ?? ""
@@ -216,7 +226,7 @@ struct ConfigurationReader {
             if known.contains(name) {
                 fields.values[name] = value
             } else {
-                report(fields.key(name), Self.unknownKeyMessage(name, in: path))
+                report(fields.key(name), Self.unknownKeyMessage(name, in: schemaPath))
             }
         }
         return fields
@@ -273,7 +283,7 @@ struct ConfigurationReader {
 
     /// The scalar under `name`, reporting lists, mappings and empty values. With `nullIsAbsent`,
     /// `key:` with no value counts as absent (for required keys, whose caller reports "required").
-    private mutating func scalar(_ fields: Fields, _ name: String, expected: String, example: String,
+    mutating func scalar(_ fields: Fields, _ name: String, expected: String, example: String,
                                  nullIsAbsent: Bool = false) -> (node: Node, text: String)? {
         guard let node = fields[name] else { return nil }
         guard case let .scalar(scalar) = node else {
@@ -290,13 +300,13 @@ struct ConfigurationReader {
         return (node, scalar.string)
     }
 
-    private mutating func string(_ fields: Fields, _ name: String, example: String) -> String? {
+    mutating func string(_ fields: Fields, _ name: String, example: String) -> String? {
         scalar(fields, name, expected: "a string", example: example)?.text
     }
 
     /// A non-empty file path, made absolute against the config file's directory. Reports `required`
     /// when the key is absent, empty or has no value (unless the section itself was broken).
-    private mutating func requiredPath(
+    mutating func requiredPath(
         _ fields: Fields, _ name: String, example: String, required: String
     ) -> String? {
         let before = problems.count
@@ -309,7 +319,7 @@ struct ConfigurationReader {
         return Paths.absolute(text, relativeTo: directory)
     }
 
-    private mutating func endpoint(_ fields: Fields, _ name: String, example: String) -> Endpoint? {
+    mutating func endpoint(_ fields: Fields, _ name: String, example: String) -> Endpoint? {
         if case .sequence = fields[name] {
             // Unquoted, YAML reads "[::1]:4318" as a one-element list.
             report(fields.key(name), "must be a \"host:port\" string, found a list; quote IPv6 endpoints, "
@@ -350,7 +360,7 @@ struct ConfigurationReader {
             + "or \":4317\" for all interfaces"
     }
 
-    private mutating func size(_ fields: Fields, _ name: String, example: String) -> Int? {
+    mutating func size(_ fields: Fields, _ name: String, example: String) -> Int? {
         guard let (node, text) = scalar(fields, name, expected: "a size", example: example) else { return nil }
         do throws(UnitError) {
             switch node.tagName {
@@ -369,7 +379,7 @@ struct ConfigurationReader {
         }
     }
 
-    private mutating func duration(_ fields: Fields, _ name: String, example: String) -> Duration? {
+    mutating func duration(_ fields: Fields, _ name: String, example: String) -> Duration? {
         guard let (node, text) = scalar(fields, name, expected: "a duration", example: example) else { return nil }
         do throws(UnitError) {
             switch node.tagName {
@@ -388,7 +398,7 @@ struct ConfigurationReader {
         }
     }
 
-    private mutating func integer(_ fields: Fields, _ name: String, minimum: Int, example: String) -> Int? {
+    mutating func integer(_ fields: Fields, _ name: String, minimum: Int, example: String) -> Int? {
         guard let (node, text) = scalar(fields, name, expected: "a whole number", example: example) else { return nil }
         guard node.tagName == .int else {
             let unquote = node.tagName == .str && Int(text) != nil ? " (remove the quotes)" : ""
@@ -408,7 +418,7 @@ struct ConfigurationReader {
         return value
     }
 
-    private mutating func boolean(_ fields: Fields, _ name: String) -> Bool? {
+    mutating func boolean(_ fields: Fields, _ name: String) -> Bool? {
         guard let (node, text) = scalar(fields, name, expected: "true or false", example: "false") else { return nil }
         guard node.tagName == .bool, let value = node.bool else {
             let lowered = text.lowercased()
@@ -420,7 +430,7 @@ struct ConfigurationReader {
     }
 
     /// "1.2" or "1.3"; an unquoted 1.2 arrives as a YAML float and is accepted too.
-    private mutating func tlsVersion(_ fields: Fields, _ name: String) -> String? {
+    mutating func tlsVersion(_ fields: Fields, _ name: String) -> String? {
         guard let (node, text) = scalar(fields, name, expected: "\"1.2\" or \"1.3\"", example: "\"1.2\"") else {
             return nil
         }
@@ -468,11 +478,11 @@ struct ConfigurationReader {
 
     // MARK: - Helpers
 
-    private mutating func report(_ key: String, _ message: String) {
+    mutating func report(_ key: String, _ message: String) {
         problems.append(.init(key: key, message: message))
     }
 
-    private static func isNull(_ node: Node) -> Bool {
+    static func isNull(_ node: Node) -> Bool {
         if case .scalar = node { return node.tagName == .null }
         return false
     }
@@ -505,5 +515,5 @@ extension String {
 
 extension Node {
     /// The resolved YAML tag (quoted scalars are always `str`; plain ones are resolved by content).
-    fileprivate var tagName: Tag.Name { Tag.Name(rawValue: tag.rawValue) }
+    var tagName: Tag.Name { Tag.Name(rawValue: tag.rawValue) }
 }

@@ -278,9 +278,9 @@ final class ValidationTests: XCTestCase {
 
     // MARK: - Auth
 
-    func testAuth_Missing_TokensFileRequired() {
-        let message = onlyProblem("auth.bearer.tokens_file", in: "tls: { cert_file: a, key_file: b }")
-        assertContains(message, "required", "at least one authentication method", "tokens_file:")
+    func testAuth_Missing_AtLeastOneMethodRequired() {
+        let message = onlyProblem("auth", in: "tls: { cert_file: a, key_file: b }")
+        assertContains(message, "required", "at least one authentication method", "tokens_file:", "basic", "jwt", "mtls")
     }
 
     func testAuth_BearerWithoutTokensFile_TokensFileRequired() {
