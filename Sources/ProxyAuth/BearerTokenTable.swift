@@ -2,7 +2,8 @@ import Foundation
 import ProxyTLS
 import Yams
 
-/// One entry of the tokens file: the SHA-256 of a token, who presents it and the tenant it writes to.
+/// One entry of the tokens file: the SHA-256 of a token, who presents it, the tenant it writes to and
+/// optionally the signals it may send.
 ///
 /// Only the hash is kept in memory, whether the file held the token or its hash, so a heap dump or a
 /// debug print never shows a usable credential.
@@ -10,11 +11,14 @@ public struct BearerTokenEntry: Sendable, Equatable {
     public var principal: String
     public var tenant: String
     public var tokenSHA256: [UInt8]
+    /// Key `signals`: when set, requests for other signals are refused (403); nil allows all three.
+    public var signals: Set<AuthSignal>?
 
-    public init(principal: String, tenant: String, tokenSHA256: [UInt8]) {
+    public init(principal: String, tenant: String, tokenSHA256: [UInt8], signals: Set<AuthSignal>? = nil) {
         self.principal = principal
         self.tenant = tenant
         self.tokenSHA256 = tokenSHA256
+        self.signals = signals
     }
 }
 
@@ -51,6 +55,7 @@ public struct BearerTokenTable: Sendable {
     ///     tenant: team-a
     ///     token: "…"            # or
     ///     sha256: "<64 hex>"
+    ///     signals: [traces, metrics]   # optional, default all three
     /// ```
     public static func load(file path: String) throws(AuthConfigurationError) -> BearerTokenTable {
         let text: String
@@ -90,8 +95,19 @@ public struct BearerTokenTable: Sendable {
                 problems.append("\(at): expected a map with principal, tenant and token or sha256")
                 continue
             }
-            for key in map.keys where !["principal", "tenant", "token", "sha256"].contains(key) {
-                problems.append("\(at).\(key): unknown key; allowed: principal, tenant, token, sha256")
+            for key in map.keys where !["principal", "tenant", "token", "sha256", "signals"].contains(key) {
+                problems.append("\(at).\(key): unknown key; allowed: principal, tenant, token, sha256, signals")
+            }
+            var signals: Set<AuthSignal>?
+            if let value = map["signals"] {
+                let names = (value as? [Any])?.compactMap { $0 as? String }
+                let parsed = names?.compactMap(AuthSignal.init(rawValue:))
+                if let names, let parsed, !parsed.isEmpty, parsed.count == names.count,
+                   names.count == (value as? [Any])?.count {
+                    signals = Set(parsed)
+                } else {
+                    problems.append("\(at).signals: a non-empty list of traces, metrics, logs, e.g. signals: [traces, metrics]")
+                }
             }
             let principal = Self.string(map["principal"])
             let tenant = Self.string(map["tenant"])
@@ -134,7 +150,7 @@ public struct BearerTokenTable: Sendable {
                 } else {
                     seenHashes[digest] = index
                 }
-                entries.append(BearerTokenEntry(principal: principal, tenant: tenant, tokenSHA256: digest))
+                entries.append(BearerTokenEntry(principal: principal, tenant: tenant, tokenSHA256: digest, signals: signals))
             }
         }
         if !problems.isEmpty { throw AuthConfigurationError(file: file, problems: problems) }

@@ -105,10 +105,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
             return
         }
-        let principal: Principal
-        switch runtime.authenticator.authenticate(authorization: head.headers["authorization"]) {
+        let decision: AuthDecision
+        switch runtime.authenticateInline(authorization: head.headers["authorization"], signal: signal) {
         case .success(let found):
-            principal = found
+            decision = found
         case .failure(let failure):
             logger.info(
                 "request refused",
@@ -119,14 +119,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         }
 
         var upstreamHead = HTTPRequestHead(version: .http1_1, method: .POST, uri: head.uri)
-        upstreamHead.headers = runtime.headerPolicy.upstreamRequestHeaders(from: head.headers, tenant: principal.tenant)
+        upstreamHead.headers = runtime.headerPolicy.upstreamRequestHeaders(from: head.headers, tenant: decision.tenant)
         if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
             context.writeAndFlush(
                 wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
         logger.debug(
             "request accepted",
-            metadata: ["signal": "\(signal.rawValue)", "principal": "\(principal.name)", "tenant": "\(principal.tenant)"])
+            metadata: ["signal": "\(signal.rawValue)", "principal": "\(decision.principal.name)", "tenant": "\(decision.tenant)"])
 
         state = .connecting(pending: [.head(upstreamHead)])
         updateReadHold(context: context)

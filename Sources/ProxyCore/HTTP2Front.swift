@@ -338,10 +338,15 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             }
         }
 
-        let principal: Principal
-        switch runtime.authenticator.authenticate(authorization: authorization) {
+        let decision: AuthDecision
+        let signal: OTLPSignal
+        switch target {
+        case .grpc(let grpcSignal): signal = grpcSignal
+        case .http(let httpSignal): signal = httpSignal
+        }
+        switch runtime.authenticateInline(authorization: authorization, signal: signal) {
         case .success(let found):
-            principal = found
+            decision = found
         case .failure(let failure):
             connection.logger.info(
                 "request refused", metadata: ["auth.result": "failure", "auth.reason": "\(failure.reason)"])
@@ -364,7 +369,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
                 HTTP2HeaderField(name: ":path", value: signal.grpcPath),
                 HTTP2HeaderField(name: "te", value: "trailers"),
             ]
-            upstreamFields += runtime.headerPolicy.upstreamRequestFields(from: fields, tenant: principal.tenant)
+            upstreamFields += runtime.headerPolicy.upstreamRequestFields(from: fields, tenant: decision.tenant)
             pools.grpc(on: eventLoop).acquire { [self] result in
                 grpcUpstreamAcquired(result, fields: upstreamFields)
             }
@@ -373,7 +378,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             if let authority { headers.add(name: "host", value: authority) }
             for field in fields where !field.name.hasPrefix(":") { headers.add(name: field.name, value: field.value) }
             var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: signal.httpPath)
-            head.headers = runtime.headerPolicy.upstreamRequestHeaders(from: headers, tenant: principal.tenant)
+            head.headers = runtime.headerPolicy.upstreamRequestHeaders(from: headers, tenant: decision.tenant)
             if endStream && head.headers["content-length"].isEmpty {
                 head.headers.add(name: "content-length", value: "0")
             }

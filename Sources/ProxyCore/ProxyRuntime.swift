@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import ProxyAuth
 import ProxyConfig
@@ -47,7 +48,29 @@ public final class ProxyRuntime: Sendable {
                 throw StartupError(message: "auth.bearer.tokens_file \(error)")
             }
         }
-        self.authenticator = Authenticator(bearer: bearer)
+        var basic: HtpasswdFile?
+        if let settings = configuration.auth.basic {
+            do {
+                basic = try HtpasswdFile.load(file: settings.htpasswdFile)
+            } catch {
+                throw StartupError(message: "auth.basic.htpasswd_file \(error)")
+            }
+        }
+        let mtls = configuration.auth.mtls.map { settings in
+            MTLSPolicy(
+                principalFrom: settings.principalFrom.compactMap { PrincipalSource(rawValue: $0.rawValue) },
+                allowedPrincipals: settings.allowedPrincipals)
+        }
+        let principals = PrincipalTable(entries: configuration.auth.principals.map { entry in
+            PrincipalTable.Entry(
+                pattern: entry.principal, tenant: entry.tenant, allowedTenants: entry.allowedTenants,
+                signals: entry.signals.map { Set($0.compactMap { AuthSignal(rawValue: $0.rawValue) }) })
+        })
+        // TODO(lead): JWT providers, client certificates from the TLS layer, offloading and key refetch.
+        self.authenticator = Authenticator(
+            methods: configuration.auth.methods.compactMap { AuthMethod(rawValue: $0.rawValue) },
+            mtls: mtls, bearer: bearer, basic: basic, jwt: nil, principals: principals,
+            defaultTenant: configuration.tenant.defaultTenant)
         self.headerPolicy = HeaderPolicy(
             tenantHeader: configuration.tenant.header,
             forwardAuthorization: configuration.auth.forwardAuthorization)
@@ -58,6 +81,20 @@ public final class ProxyRuntime: Sendable {
             maxHeaderCount: configuration.http.maxHeaderCount,
             upstreamTimeout: TimeAmount(configuration.upstream.timeout),
             idleTimeout: TimeAmount(configuration.http.idleTimeout))
+    }
+}
+
+extension ProxyRuntime {
+    /// Interim adapter to the step-wise authenticator: hashing runs inline and a needed key refetch
+    /// counts as an unknown key. TODO(lead): offload hashing from the event loop and fetch keys.
+    func authenticateInline(authorization: [String], signal: OTLPSignal) -> Result<AuthDecision, AuthFailure> {
+        let credentials = RequestCredentials(
+            peerCertificate: nil, authorization: authorization, signal: AuthSignal(rawValue: signal.rawValue) ?? .traces)
+        switch authenticator.authenticate(credentials, now: Date()) {
+        case .decided(let result): return result
+        case .offload(let work): return work()
+        case .refetchKeys: return .failure(.invalidJWT(.unknownKeyID))
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-import ProxyAuth
+import Foundation
+@testable import ProxyAuth
 import XCTest
 
 final class BearerTokenTests: XCTestCase {
@@ -25,13 +26,13 @@ final class BearerTokenTests: XCTestCase {
     }
 
     func testAuthenticate_PlainToken_GivesPrincipalAndTenant() throws {
-        let authenticator = Authenticator(bearer: try table(Self.tokensFile))
+        let authenticator = Authenticator.make(bearer: try table(Self.tokensFile))
         let result = authenticator.authenticate(authorization: ["Bearer \(Self.plainToken)"])
-        XCTAssertEqual(try result.get(), Principal(name: "token:ci-runner", tenant: "team-a", method: .bearer))
+        XCTAssertEqual(try result.get(), AuthDecision(principal: Principal(name: "token:ci-runner", method: .bearer), tenant: "team-a"))
     }
 
     func testAuthenticate_SchemeIsCaseInsensitive() throws {
-        let authenticator = Authenticator(bearer: try table(Self.tokensFile))
+        let authenticator = Authenticator.make(bearer: try table(Self.tokensFile))
         for scheme in ["bearer", "BEARER", "BeArEr"] {
             XCTAssertEqual(try authenticator.authenticate(authorization: ["\(scheme) \(Self.plainToken)"]).get().tenant, "team-a")
         }
@@ -40,18 +41,18 @@ final class BearerTokenTests: XCTestCase {
     func testAuthenticate_HashedEntry_MatchesTheToken() throws {
         let token = "hashed-token-value-0123456789"
         let hash = sha256Hex(token)
-        let authenticator = Authenticator(bearer: try table("""
+        let authenticator = Authenticator.make(bearer: try table("""
             tokens:
               - principal: hashed
                 tenant: team-b
                 sha256: "\(hash)"
             """))
-        XCTAssertEqual(try authenticator.authenticate(authorization: ["Bearer \(token)"]).get().name, "token:hashed")
+        XCTAssertEqual(try authenticator.authenticate(authorization: ["Bearer \(token)"]).get().principal.name, "token:hashed")
         XCTAssertEqual(authenticator.authenticate(authorization: ["Bearer \(hash)"]), .failure(.unknownToken))
     }
 
     func testAuthenticate_Failures() throws {
-        let authenticator = Authenticator(bearer: try table(Self.tokensFile))
+        let authenticator = Authenticator.make(bearer: try table(Self.tokensFile))
         XCTAssertEqual(authenticator.authenticate(authorization: []), .failure(.missingCredential))
         XCTAssertEqual(
             authenticator.authenticate(authorization: ["Bearer \(Self.plainToken)", "Bearer \(Self.plainToken)"]),
@@ -65,7 +66,8 @@ final class BearerTokenTests: XCTestCase {
             XCTAssertEqual(authenticator.authenticate(authorization: [malformed]), .failure(.malformedAuthorization), malformed)
         }
         XCTAssertEqual(authenticator.authenticate(authorization: ["Basic dXNlcjpwYXNz"]), .failure(.unsupportedScheme))
-        XCTAssertEqual(Authenticator(bearer: nil).authenticate(authorization: ["Bearer \(Self.plainToken)"]), .failure(.unsupportedScheme))
+        let basicOnly = Authenticator.make(basic: try HtpasswdFile.parse(HtpasswdTests.fixtureFile, file: "u"))
+        XCTAssertEqual(basicOnly.authenticate(authorization: ["Bearer \(Self.plainToken)"]), .failure(.unsupportedScheme))
     }
 
     func testLoad_Problems_NameTheEntryAndKey_NeverTheToken() {
@@ -96,6 +98,20 @@ final class BearerTokenTests: XCTestCase {
         XCTAssertTrue(text.contains("tokens[4]: the same token as tokens[1]"), text)
         XCTAssertFalse(text.contains("short-secret"), "a token value leaked into a message")
         XCTAssertFalse(text.contains(Self.plainToken), "a token value leaked into a message")
+    }
+
+    func testLoad_Signals_ParsedAndChecked() throws {
+        let loaded = try table("""
+            tokens:
+              - { principal: a, tenant: t, token: "\(Self.plainToken)", signals: [traces, logs] }
+            """)
+        XCTAssertEqual(loaded.entries.first?.signals, [.traces, .logs])
+        XCTAssertNil(try table(Self.tokensFile).entries.first?.signals)
+        for bad in ["[traces, profiles]", "[]", "traces"] {
+            let found = problems("tokens:\n  - { principal: a, tenant: t, token: \"\(Self.plainToken)\", signals: \(bad) }")
+            XCTAssertEqual(found.count, 1, bad)
+            XCTAssertTrue(found.first?.contains("tokens[0].signals:") ?? false, "\(found)")
+        }
     }
 
     func testLoad_MissingFile_NamesPath() {
