@@ -82,7 +82,8 @@ public struct JWTProviderSettings: Sendable, Equatable {
 public enum JWTFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// Longer than `maxTokenBytes`; refused before parsing.
     case tooLarge
-    /// Not three non-empty segments, a header or claims that are not JSON objects, `alg`/`kid` of the wrong type.
+    /// Not three segments, an empty header or payload, header or claims that are not JSON objects,
+    /// `alg`/`kid` missing or of the wrong type.
     case malformed
     /// JWE (five segments) or JWS JSON serialization (starts with `{`).
     case unsupportedSerialization

@@ -135,7 +135,7 @@ final class JWTVerifyTests: XCTestCase {
     func testVerify_AlgNone_Refused() throws {
         for alg in ["none", "None", "NONE", "nOnE"] {
             let unsigned = "\(JWTMint.b64url(Array(header(alg, kid: nil).utf8))).\(JWTMint.b64url(Array(claims().utf8)))."
-            XCTAssertFailure(try verify(unsigned), .malformed)  // an empty signature segment is not a JWS
+            XCTAssertFailure(try verify(unsigned), .algorithmNone)
             let withSignature = try JWTMint.token(header: header(alg, kid: nil), claims: claims(), algorithm: "none", signer: .raw([1, 2, 3]))
             XCTAssertFailure(try verify(withSignature), .algorithmNone)
         }
@@ -360,6 +360,11 @@ final class JWTVerifyTests: XCTestCase {
         XCTAssertFailure(try verify("\(parts[0]).\(forgedClaims).\(parts[2])"), .badSignature)
     }
 
+    func testVerify_EmptySignature_BadSignature() throws {
+        let parts = try es256().split(separator: ".").map(String.init)
+        XCTAssertFailure(try verify("\(parts[0]).\(parts[1])."), .badSignature)
+    }
+
     func testVerify_ES256_Only64ByteRS() throws {
         let der = try JWTMint.token(header: header("ES256"), claims: claims(), algorithm: "ES256", signer: .derECDSA(keys.ec256))
         XCTAssertFailure(try verify(der), .badSignature)
@@ -494,6 +499,29 @@ final class JWTVerifyTests: XCTestCase {
         XCTAssertFailure(try verify(token, provider), .unknownKeyID)
     }
 
+    func testVerify_ConcurrentCallersAndKeyReplacement_Consistent() throws {
+        // Many threads verify cached and fresh tokens while the keys are replaced underneath them:
+        // every answer is either the identity or unknownKeyID (between the two key sets), never a crash
+        // or a wrong principal.
+        let provider = try provider(keys: try jwks([jwk(keys.ec256, kid: "ec-1")]))
+        let tokens = try (0..<8).map { try es256(claims: claims(["sub": "collector-\($0)"])) }
+        let withKey = try jwks([jwk(keys.ec256, kid: "ec-1")])
+        let withoutKey = try jwks([jwk(keys.rsa, kid: "rsa-1")])
+        let wrong = LockedCounter()
+        DispatchQueue.concurrentPerform(iterations: 400) { index in
+            if index % 50 == 0 { provider.replaceKeys(index % 100 == 0 ? withoutKey : withKey) }
+            let which = index % tokens.count
+            switch provider.verify(token: tokens[which], now: Self.now) {
+            case .success(let identity) where identity.principal == "collector-\(which)": break
+            case .failure(.unknownKeyID): break
+            default: wrong.increment()
+            }
+        }
+        XCTAssertEqual(wrong.value, 0)
+        provider.replaceKeys(withKey)
+        XCTAssertEqual(try verify(tokens[3], provider).get().principal, "collector-3")
+    }
+
     // MARK: Authenticator
 
     func testAuthenticator_SelectsProviderByIssuer() throws {
@@ -557,6 +585,14 @@ final class JWTVerifyTests: XCTestCase {
         XCTAssertEqual(JWTFailure.missingClaim("sub").reason, "missing_claim")
         XCTAssertEqual(JWTFailure.missingClaim("sub").description, "missing_claim(sub)")
     }
+}
+
+/// A counter shared by concurrent test closures.
+private final class LockedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
 }
 
 extension Result {
