@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ProxyAuth
+import ProxyTLS
 
 /// Serves OTLP/HTTP over HTTP/1.1 on one client connection: routes, authenticates, rewrites the headers
 /// and relays each request to the receiver through the event loop's upstream pool, streaming both ways.
@@ -20,6 +21,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case idle
         /// A local reply went out; the rest of the request body is read and dropped.
         case discarding
+        /// Credentials are being checked off the event loop (password hashing, a JWT key refetch).
+        /// Parts that arrive meanwhile queue here (bounded: reads are held in this state).
+        case authenticating(pending: [HTTPClientRequestPart])
         /// Authenticated; waiting for an upstream connection. Parts that arrive meanwhile queue here
         /// (bounded: reads are held in this state).
         case connecting(pending: [HTTPClientRequestPart])
@@ -31,6 +35,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private let runtime: ProxyRuntime
     private let pool: UpstreamHTTP1Pool
+    private let services: AuthServices
+    /// The client certificate verified in the TLS handshake, if any.
+    private let peerCertificate: PeerCertificate?
     private let logger: Logger
 
     private var context: ChannelHandlerContext?
@@ -49,9 +56,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var readsHeld = false
     private var pendingRead = false
 
-    init(runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, logger: Logger) {
+    init(
+        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, services: AuthServices, peerCertificate: PeerCertificate?,
+        logger: Logger
+    ) {
         self.runtime = runtime
         self.pool = pool
+        self.services = services
+        self.peerCertificate = peerCertificate
         self.logger = logger
     }
 
@@ -105,22 +117,42 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
             return
         }
+        let expectsContinue = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+        let credentials = RequestCredentials(
+            peerCertificate: peerCertificate, authorization: head.headers["authorization"], signal: signal.authSignal)
+        state = .authenticating(pending: [])
+        updateReadHold(context: context)
+        AuthFlow.run(credentials, runtime: runtime, services: services, eventLoop: context.eventLoop) { [self] outcome in
+            authenticated(outcome, head: head, signal: signal, expectsContinue: expectsContinue)
+        }
+    }
+
+    private func authenticated(_ outcome: AuthOutcome, head: HTTPRequestHead, signal: OTLPSignal, expectsContinue: Bool) {
+        guard let context, case .authenticating(let pending) = state else { return }
         let decision: AuthDecision
-        switch runtime.authenticateInline(authorization: head.headers["authorization"], signal: signal) {
-        case .success(let found):
-            decision = found
-        case .failure(let failure):
+        switch outcome {
+        case .allowed(let allowed):
+            decision = allowed
+        case .refused(let failure):
             logger.info(
                 "request refused",
                 metadata: ["signal": "\(signal.rawValue)", "auth.result": "failure", "auth.reason": "\(failure.reason)"])
-            let expectsContinue = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
-            refuse(.authenticationFailed(failure), reason: failure.reason, close: expectsContinue, context: context)
+            state = .idle
+            refuse(
+                .authenticationFailed(failure, challenges: runtime.authenticator.challenges), reason: failure.reason,
+                close: expectsContinue && !requestComplete, context: context)
+            return
+        case .unavailable(let reason):
+            logger.warning("request not authenticated", metadata: ["signal": "\(signal.rawValue)", "auth.reason": "\(reason)"])
+            state = .idle
+            refuse(.authenticationUnavailable, reason: reason, close: expectsContinue && !requestComplete, context: context)
             return
         }
 
         var upstreamHead = HTTPRequestHead(version: .http1_1, method: .POST, uri: head.uri)
-        upstreamHead.headers = runtime.headerPolicy.upstreamRequestHeaders(from: head.headers, tenant: decision.tenant)
-        if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+        upstreamHead.headers = runtime.headerPolicy.upstreamRequestHeaders(
+            from: head.headers, tenant: decision.tenant, extra: decision.headers)
+        if expectsContinue && !requestComplete {
             context.writeAndFlush(
                 wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
@@ -128,7 +160,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             "request accepted",
             metadata: ["signal": "\(signal.rawValue)", "principal": "\(decision.principal.name)", "tenant": "\(decision.tenant)"])
 
-        state = .connecting(pending: [.head(upstreamHead)])
+        state = .connecting(pending: [.head(upstreamHead)] + pending)
         updateReadHold(context: context)
         pool.acquire { [self] result in
             upstreamAcquired(result)
@@ -139,6 +171,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         bodyBytes += buffer.readableBytes
         let overLimit = bodyBytes > runtime.limits.maxRequestBodySize
         switch state {
+        case .authenticating(var pending):
+            if overLimit {
+                state = .idle
+                refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
+                return
+            }
+            pending.append(.body(.byteBuffer(buffer)))
+            state = .authenticating(pending: pending)
         case .connecting(var pending):
             if overLimit {
                 state = .idle
@@ -169,6 +209,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private func receivedEnd(_ trailers: HTTPHeaders?, context: ChannelHandlerContext) {
         requestComplete = true
         switch state {
+        case .authenticating(var pending):
+            pending.append(.end(nil))
+            state = .authenticating(pending: pending)
         case .connecting(var pending):
             pending.append(.end(nil))
             state = .connecting(pending: pending)
@@ -408,7 +451,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private func updateReadHold(context: ChannelHandlerContext) {
         let hold: Bool
         switch state {
-        case .connecting: hold = true
+        case .authenticating, .connecting: hold = true
         case .forwarding(let upstream): hold = !upstream.isWritable
         case .idle, .discarding, .closing: hold = false
         }

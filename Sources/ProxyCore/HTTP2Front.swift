@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import ProxyAuth
 import ProxyHTTP2
+import ProxyTLS
 
 /// Serves one client connection that negotiated `h2`: owns the server `HTTP2Session` and one
 /// `HTTP2StreamExchange` per open stream.
@@ -18,6 +19,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     let runtime: ProxyRuntime
     let pools: UpstreamPools
+    let services: AuthServices
+    /// The client certificate verified in the TLS handshake, if any; the same for every stream.
+    let peerCertificate: PeerCertificate?
     let logger: Logger
 
     private let session: HTTP2Session
@@ -27,9 +31,14 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var closing = false
     private var outputPending = false
 
-    init(runtime: ProxyRuntime, pools: UpstreamPools, logger: Logger) throws {
+    init(
+        runtime: ProxyRuntime, pools: UpstreamPools, services: AuthServices, peerCertificate: PeerCertificate?,
+        logger: Logger
+    ) throws {
         self.runtime = runtime
         self.pools = pools
+        self.services = services
+        self.peerCertificate = peerCertificate
         self.logger = logger
         var settings = HTTP2SessionSettings()
         settings.maxHeaderListBytes = runtime.limits.maxHeaderBytes
@@ -278,6 +287,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var unconsumed = 0
     private var responseTimer: Scheduled<Void>?
     private var deadlineTimer: Scheduled<Void>?
+    /// Set when the authentication outcome arrived (it is acted on once).
+    private var authenticatedOnce = false
 
     init(streamID: Int32, connection: HTTP2ServerConnection) {
         self.streamID = streamID
@@ -338,27 +349,42 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             }
         }
 
-        let decision: AuthDecision
         let signal: OTLPSignal
         switch target {
         case .grpc(let grpcSignal): signal = grpcSignal
         case .http(let httpSignal): signal = httpSignal
         }
-        switch runtime.authenticateInline(authorization: authorization, signal: signal) {
-        case .success(let found):
-            decision = found
-        case .failure(let failure):
-            connection.logger.info(
-                "request refused", metadata: ["auth.result": "failure", "auth.reason": "\(failure.reason)"])
-            reply(.authenticationFailed(failure), reason: failure.reason)
-            return
-        }
-
+        // The deadline covers authentication and the wait for an upstream stream too.
         phase = .connecting(pending: [])
         if let timeout = GRPC.timeout(grpcTimeout), case .grpc = target {
             deadlineTimer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 timedOut()
             }
+        }
+        let credentials = RequestCredentials(
+            peerCertificate: connection.peerCertificate, authorization: authorization, signal: signal.authSignal)
+        AuthFlow.run(credentials, runtime: runtime, services: connection.services, eventLoop: eventLoop) { [self] outcome in
+            authenticated(outcome, fields: fields, authority: authority, endStream: endStream)
+        }
+    }
+
+    /// Continues once the credentials are decided: refuse, or open the upstream side.
+    private func authenticated(_ outcome: AuthOutcome, fields: [HTTP2HeaderField], authority: String?, endStream: Bool) {
+        guard case .connecting = phase, !authenticatedOnce else { return }
+        authenticatedOnce = true
+        let decision: AuthDecision
+        switch outcome {
+        case .allowed(let allowed):
+            decision = allowed
+        case .refused(let failure):
+            connection.logger.info(
+                "request refused", metadata: ["auth.result": "failure", "auth.reason": "\(failure.reason)"])
+            reply(.authenticationFailed(failure, challenges: runtime.authenticator.challenges), reason: failure.reason)
+            return
+        case .unavailable(let reason):
+            connection.logger.warning("request not authenticated", metadata: ["auth.reason": "\(reason)"])
+            reply(.authenticationUnavailable, reason: reason)
+            return
         }
         switch target {
         case .grpc(let signal):
@@ -369,7 +395,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
                 HTTP2HeaderField(name: ":path", value: signal.grpcPath),
                 HTTP2HeaderField(name: "te", value: "trailers"),
             ]
-            upstreamFields += runtime.headerPolicy.upstreamRequestFields(from: fields, tenant: decision.tenant)
+            upstreamFields += runtime.headerPolicy.upstreamRequestFields(
+                from: fields, tenant: decision.tenant, extra: decision.headers)
             pools.grpc(on: eventLoop).acquire { [self] result in
                 grpcUpstreamAcquired(result, fields: upstreamFields)
             }
@@ -378,7 +405,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             if let authority { headers.add(name: "host", value: authority) }
             for field in fields where !field.name.hasPrefix(":") { headers.add(name: field.name, value: field.value) }
             var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: signal.httpPath)
-            head.headers = runtime.headerPolicy.upstreamRequestHeaders(from: headers, tenant: decision.tenant)
+            head.headers = runtime.headerPolicy.upstreamRequestHeaders(
+                from: headers, tenant: decision.tenant, extra: decision.headers)
             if endStream && head.headers["content-length"].isEmpty {
                 head.headers.add(name: "content-length", value: "0")
             }

@@ -15,13 +15,18 @@ public struct HeaderPolicy: Sendable {
     /// Whether the client's `Authorization` header goes upstream (off by default).
     public let forwardAuthorization: Bool
 
+    /// Lower-case names of other headers the proxy sets itself (JWT `claims_to_headers`): like the
+    /// tenant header, a client-sent copy never passes.
+    public let ownedHeaders: Set<String>
+
     /// The tenant header's name as HTTP/2 requires it (lower case).
     let tenantHeaderLowercased: String
 
-    public init(tenantHeader: String, forwardAuthorization: Bool) {
+    public init(tenantHeader: String, forwardAuthorization: Bool, ownedHeaders: Set<String> = []) {
         self.tenantHeader = tenantHeader
         self.forwardAuthorization = forwardAuthorization
         self.tenantHeaderLowercased = tenantHeader.lowercased()
+        self.ownedHeaders = Set(ownedHeaders.map { $0.lowercased() })
     }
 
     /// Headers that describe one hop and never pass through a proxy (RFC 9110 §7.6.1, RFC 9113
@@ -44,7 +49,7 @@ public struct HeaderPolicy: Sendable {
         for (name, value) in fields {
             let lower = name.lowercased()
             if lower.hasPrefix(":") { continue }
-            if lower == tenantHeaderLowercased { continue }
+            if lower == tenantHeaderLowercased || ownedHeaders.contains(lower) { continue }
             if Self.hopByHop.contains(lower) { continue }
             if lower == "authorization" && !forwardAuthorization { continue }
             if nominated.contains(lower) && !Self.framing.contains(lower) { continue }
@@ -52,26 +57,33 @@ public struct HeaderPolicy: Sendable {
         }
     }
 
-    /// The headers sent upstream over HTTP/1.1 for a client request authenticated as `tenant`.
-    public func upstreamRequestHeaders(from client: HTTPHeaders, tenant: String) -> HTTPHeaders {
+    /// The headers sent upstream over HTTP/1.1 for a client request authenticated as `tenant`, with
+    /// the proxy's own `extra` headers (from the credential) after it.
+    public func upstreamRequestHeaders(
+        from client: HTTPHeaders, tenant: String, extra: [(name: String, value: String)] = []
+    ) -> HTTPHeaders {
         var out = HTTPHeaders()
         out.reserveCapacity(client.count + 1)
         forwardedRequestFields(client.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(client)) {
             name, _, value in out.add(name: name, value: value)
         }
         out.add(name: tenantHeader, value: tenant)
+        for (name, value) in extra { out.add(name: name, value: value) }
         return out
     }
 
     /// The regular (non-pseudo) fields sent upstream over HTTP/2 for a client request authenticated as
     /// `tenant`; names lower case as HTTP/2 requires.
-    public func upstreamRequestFields(from client: [HTTP2HeaderField], tenant: String) -> [HTTP2HeaderField] {
+    public func upstreamRequestFields(
+        from client: [HTTP2HeaderField], tenant: String, extra: [(name: String, value: String)] = []
+    ) -> [HTTP2HeaderField] {
         var out: [HTTP2HeaderField] = []
         out.reserveCapacity(client.count + 1)
         forwardedRequestFields(client.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(client)) {
             _, lower, value in out.append(HTTP2HeaderField(name: lower, value: value))
         }
         out.append(HTTP2HeaderField(name: tenantHeaderLowercased, value: tenant))
+        for (name, value) in extra { out.append(HTTP2HeaderField(name: name.lowercased(), value: value)) }
         return out
     }
 

@@ -35,15 +35,22 @@ struct LocalReply: Sendable, Equatable {
         static let unauthenticated = 16
     }
 
-    /// The one place authentication failures become replies (DESIGN.md, style rule 7).
-    static func authenticationFailed(_ failure: AuthFailure) -> LocalReply {
+    /// The one place authentication failures become replies (DESIGN.md, style rule 7): 401 with the
+    /// configured challenges / UNAUTHENTICATED, or 403 / PERMISSION_DENIED. The client gets a generic
+    /// message; the specific reason goes to the logs.
+    static func authenticationFailed(_ failure: AuthFailure, challenges: [String] = [#"Bearer realm="otlp""#]) -> LocalReply {
         if failure.isForbidden {
             return LocalReply(status: .forbidden, rpcCode: Code.permissionDenied, message: "permission denied")
         }
         return LocalReply(
             status: .unauthorized, rpcCode: Code.unauthenticated, message: "authentication required",
-            extraHeaders: [("WWW-Authenticate", #"Bearer realm="otlp""#)])
+            extraHeaders: challenges.map { ("WWW-Authenticate", $0) })
     }
+
+    /// Authentication cannot be decided now (signing keys not loaded yet): retryable.
+    static let authenticationUnavailable = LocalReply(
+        status: .serviceUnavailable, rpcCode: Code.unavailable, message: "authentication keys unavailable, retry later",
+        extraHeaders: [("Retry-After", "5")])
 
     static let notFound = LocalReply(
         status: .notFound, rpcCode: Code.notFound,

@@ -13,11 +13,13 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     private let runtime: ProxyRuntime
     private let pools: UpstreamPools
+    private let services: AuthServices
     private let logger: Logger
 
-    init(runtime: ProxyRuntime, pools: UpstreamPools, logger: Logger) {
+    init(runtime: ProxyRuntime, pools: UpstreamPools, services: AuthServices, logger: Logger) {
         self.runtime = runtime
         self.pools = pools
+        self.services = services
         self.logger = logger
     }
 
@@ -27,12 +29,15 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
             return
         }
         switch event {
-        case .handshakeCompleted(let negotiated, _):
+        case .handshakeCompleted(let negotiated, let peerCertificate):
             if negotiated == "h2" {
                 do {
                     let sync = context.pipeline.syncOperations
                     try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout), position: .after(self))
-                    try sync.addHandler(HTTP2ServerConnection(runtime: runtime, pools: pools, logger: logger))
+                    try sync.addHandler(
+                        HTTP2ServerConnection(
+                            runtime: runtime, pools: pools, services: services, peerCertificate: peerCertificate,
+                            logger: logger))
                     sync.removeHandler(context: context, promise: nil)
                 } catch {
                     context.close(promise: nil)
@@ -56,7 +61,10 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                     position: .after(self), withPipeliningAssistance: true, withErrorHandling: false,
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                 try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout))
-                try sync.addHandler(HTTP1ExchangeHandler(runtime: runtime, pool: pools.http(on: context.eventLoop), logger: logger))
+                try sync.addHandler(
+                    HTTP1ExchangeHandler(
+                        runtime: runtime, pool: pools.http(on: context.eventLoop), services: services,
+                        peerCertificate: peerCertificate, logger: logger))
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             } catch {
                 context.close(promise: nil)
@@ -66,7 +74,11 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A failed handshake: the TLS handler already sent the alert and closes; log the reason.
-        logger.debug("TLS handshake failed", metadata: ["error": "\(error)"])
+        if let tlsError = error as? TLSError, tlsError.kind == .peerVerification {
+            logger.info("client certificate rejected", metadata: ["reason": "\(tlsError.description)"])
+        } else {
+            logger.debug("TLS handshake failed", metadata: ["error": "\(error)"])
+        }
         context.close(promise: nil)
     }
 }

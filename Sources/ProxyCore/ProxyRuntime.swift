@@ -26,17 +26,32 @@ public final class ProxyRuntime: Sendable {
     let authenticator: Authenticator
     let headerPolicy: HeaderPolicy
     let limits: Limits
+    /// JWT providers whose keys come from the network (`jwks_url` or discovery), for the refresher.
+    let remoteKeySources: [RemoteKeySource]
+
+    /// A JWT provider whose key set is fetched over HTTPS.
+    struct RemoteKeySource: Sendable {
+        var provider: JWTProvider
+        var location: JWKSRefresher.Source.Location
+        var caFile: String?
+        var refreshInterval: TimeAmount
+    }
 
     /// Reads the certificate, key and credential files the configuration names.
     public init(configuration: ProxyConfiguration) throws(StartupError) {
         self.configuration = configuration
+        let tlsSettings = configuration.tls
         do {
             self.tls = try TLSServerContext(
                 settings: TLSServerSettings(
-                    certificateChainFile: configuration.tls.certFile,
-                    privateKeyFile: configuration.tls.keyFile,
-                    minimumVersion: TLSVersion(rawValue: configuration.tls.minVersion) ?? .v1_2,
-                    alpnProtocols: ["h2", "http/1.1"]))
+                    certificateChainFile: tlsSettings.certFile,
+                    privateKeyFile: tlsSettings.keyFile,
+                    minimumVersion: TLSVersion(rawValue: tlsSettings.minVersion) ?? .v1_2,
+                    alpnProtocols: ["h2", "http/1.1"],
+                    clientCAFile: tlsSettings.clientCAFile,
+                    clientAuth: TLSClientAuth(rawValue: tlsSettings.clientAuth.rawValue) ?? .none,
+                    crlFile: tlsSettings.crlFile,
+                    verifyDepth: tlsSettings.verifyDepth))
         } catch {
             throw StartupError(message: "\(error)")
         }
@@ -66,14 +81,26 @@ public final class ProxyRuntime: Sendable {
                 pattern: entry.principal, tenant: entry.tenant, allowedTenants: entry.allowedTenants,
                 signals: entry.signals.map { Set($0.compactMap { AuthSignal(rawValue: $0.rawValue) }) })
         })
-        // TODO(lead): JWT providers, client certificates from the TLS layer, offloading and key refetch.
+        var jwt: JWTAuthenticator?
+        var remote: [RemoteKeySource] = []
+        if let settings = configuration.auth.jwt {
+            var providers: [JWTProvider] = []
+            for (index, provider) in settings.providers.enumerated() {
+                let built = try Self.jwtProvider(provider, index: index, maxTokenBytes: settings.maxTokenBytes)
+                providers.append(built.provider)
+                if let source = built.remote { remote.append(source) }
+            }
+            jwt = JWTAuthenticator(providers: providers)
+        }
+        self.remoteKeySources = remote
         self.authenticator = Authenticator(
             methods: configuration.auth.methods.compactMap { AuthMethod(rawValue: $0.rawValue) },
-            mtls: mtls, bearer: bearer, basic: basic, jwt: nil, principals: principals,
+            mtls: mtls, bearer: bearer, basic: basic, jwt: jwt, principals: principals,
             defaultTenant: configuration.tenant.defaultTenant)
         self.headerPolicy = HeaderPolicy(
             tenantHeader: configuration.tenant.header,
-            forwardAuthorization: configuration.auth.forwardAuthorization)
+            forwardAuthorization: configuration.auth.forwardAuthorization,
+            ownedHeaders: authenticator.ownedHeaders)
         self.limits = Limits(
             maxRequestBodySize: configuration.http.maxRequestBodySize,
             maxRecvMsgSize: configuration.grpc.maxRecvMsgSize,
@@ -82,19 +109,65 @@ public final class ProxyRuntime: Sendable {
             upstreamTimeout: TimeAmount(configuration.upstream.timeout),
             idleTimeout: TimeAmount(configuration.http.idleTimeout))
     }
-}
 
-extension ProxyRuntime {
-    /// Interim adapter to the step-wise authenticator: hashing runs inline and a needed key refetch
-    /// counts as an unknown key. TODO(lead): offload hashing from the event loop and fetch keys.
-    func authenticateInline(authorization: [String], signal: OTLPSignal) -> Result<AuthDecision, AuthFailure> {
-        let credentials = RequestCredentials(
-            peerCertificate: nil, authorization: authorization, signal: AuthSignal(rawValue: signal.rawValue) ?? .traces)
-        switch authenticator.authenticate(credentials, now: Date()) {
-        case .decided(let result): return result
-        case .offload(let work): return work()
-        case .refetchKeys: return .failure(.invalidJWT(.unknownKeyID))
+    /// Builds one JWT provider: its settings, its secret or key file, and where remote keys come from.
+    private static func jwtProvider(
+        _ provider: ProxyConfiguration.Auth.JWT.Provider, index: Int, maxTokenBytes: Int
+    ) throws(StartupError) -> (provider: JWTProvider, remote: RemoteKeySource?) {
+        let key = "auth.jwt.providers[\(index)]"
+        var secret: [UInt8]?
+        var keys: JWKSet?
+        var location: JWKSRefresher.Source.Location?
+        switch provider.keySource {
+        case .hmacSecretFile(let path):
+            guard var bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
+                throw StartupError(message: "\(key).hmac_secret_file \(path): cannot read the file")
+            }
+            if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
+            if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+            secret = bytes
+        case .hmacSecretEnv(let name):
+            guard let value = ProcessInfo.processInfo.environment[name] else {
+                throw StartupError(message: "\(key).hmac_secret_env: the environment variable \(name) is not set")
+            }
+            secret = Array(value.utf8)
+        case .jwksFile(let path):
+            guard let bytes = FileManager.default.contents(atPath: path) else {
+                throw StartupError(message: "\(key).jwks_file \(path): cannot read the file")
+            }
+            do {
+                keys = try JWKSet.parse(Array(bytes))
+            } catch {
+                throw StartupError(message: "\(key).jwks_file \(path): \(error)")
+            }
+        case .jwksURL(let text):
+            guard let url = URL(string: text) else {
+                throw StartupError(message: "\(key).jwks_url: \(text) is not a URL")
+            }
+            location = .jwks(url)
+        case .discovery:
+            location = .discovery(issuer: provider.issuer)
         }
+        let settings = JWTProviderSettings(
+            name: provider.name, issuer: provider.issuer, audiences: provider.audiences,
+            algorithms: provider.algorithms.compactMap(JWSAlgorithm.init(rawValue:)),
+            clockSkew: provider.clockSkew, requiredClaims: provider.requiredClaims,
+            principalClaim: provider.principalClaim, tenantClaim: provider.tenantClaim,
+            claimsToHeaders: provider.claimsToHeaders.map { (claim: $0.claim, header: $0.header) },
+            minRefetchInterval: provider.jwksMinRefetchInterval, maxTokenBytes: maxTokenBytes,
+            hmacSecret: secret)
+        let built: JWTProvider
+        do {
+            built = try JWTProvider(settings: settings, keys: keys)
+        } catch {
+            throw StartupError(message: "\(key): \(error)")
+        }
+        let remote = location.map {
+            RemoteKeySource(
+                provider: built, location: $0, caFile: provider.jwksCAFile,
+                refreshInterval: TimeAmount(provider.jwksRefreshInterval))
+        }
+        return (built, remote)
     }
 }
 

@@ -22,6 +22,7 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let runtimeBox: NIOLockedValueBox<ProxyRuntime>
     private let pools: UpstreamPools
+    private let services: AuthServices
     private let channels = NIOLockedValueBox<[any Channel]>([])
 
     public init(runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger) throws(StartupError) {
@@ -29,6 +30,31 @@ public final class ProxyServer: Sendable {
         self.logger = logger
         self.runtimeBox = NIOLockedValueBox(runtime)
         self.pools = try UpstreamPools(upstream: runtime.configuration.upstream, group: group)
+        // Password hashing is slow on purpose: it runs here, never on an event loop.
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        var sources: [JWKSRefresher.Source] = []
+        var clientContexts: [String: TLSClientContext] = [:]
+        for remote in runtime.remoteKeySources {
+            let key = remote.caFile ?? ""
+            let context: TLSClientContext
+            if let existing = clientContexts[key] {
+                context = existing
+            } else {
+                do {
+                    context = try TLSClientContext(caFile: remote.caFile)
+                } catch {
+                    throw StartupError(message: "jwt provider \(remote.provider.settings.name) jwks_ca_file: \(error)")
+                }
+                clientContexts[key] = context
+            }
+            sources.append(
+                JWKSRefresher.Source(
+                    provider: remote.provider, location: remote.location,
+                    fetcher: HTTPSFetcher(group: group, tlsContext: context), refreshInterval: remote.refreshInterval))
+        }
+        let jwks = sources.isEmpty
+            ? nil : JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
+        self.services = AuthServices(threadPool: threadPool, jwks: jwks)
     }
 
     /// The runtime new connections use.
@@ -36,6 +62,8 @@ public final class ProxyServer: Sendable {
 
     /// Binds both listeners and starts accepting.
     public func start() async throws -> BoundAddresses {
+        services.threadPool.start()
+        services.jwks?.start()
         let configuration = runtime.configuration
         let grpc = try await bind(configuration.grpc.endpoint, name: "grpc")
         let http = try await bind(configuration.http.endpoint, name: "http")
@@ -51,7 +79,9 @@ public final class ProxyServer: Sendable {
         for channel in listeners {
             try? await channel.close()
         }
+        services.jwks?.stop()
         await pools.closeAll()
+        try? await services.threadPool.shutdownGracefully()
     }
 
     private func bind(_ endpoint: Endpoint, name: String) async throws -> SocketAddress {
@@ -80,7 +110,7 @@ public final class ProxyServer: Sendable {
         let runtime = self.runtime
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
-        try sync.addHandler(ProtocolSelectionHandler(runtime: runtime, pools: pools, logger: logger))
+        try sync.addHandler(ProtocolSelectionHandler(runtime: runtime, pools: pools, services: services, logger: logger))
     }
 }
 

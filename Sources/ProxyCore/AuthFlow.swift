@@ -1,0 +1,90 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import ProxyAuth
+
+/// What authentication decided for one request.
+enum AuthOutcome {
+    case allowed(AuthDecision)
+    case refused(AuthFailure)
+    /// The proxy cannot decide right now (JWT keys not loaded yet, shutting down): a retryable 503 / 14.
+    case unavailable(reason: String)
+}
+
+/// Process-wide helpers that authentication needs beyond the runtime: a thread pool for password
+/// hashing (slow on purpose, so never on an event loop) and the JWKS refresher for unknown key ids.
+struct AuthServices: Sendable {
+    let threadPool: NIOThreadPool
+    let jwks: JWKSRefresher?
+}
+
+/// Runs the authenticator's steps for one request on the request's event loop: most requests are
+/// decided at once; Basic credentials without a cached success are hashed on the thread pool; a JWT
+/// naming an unknown key id gets one refetch of its provider's keys, then a second decision.
+/// `completion` always runs on `eventLoop`.
+enum AuthFlow {
+    static func run(
+        _ credentials: RequestCredentials, runtime: ProxyRuntime, services: AuthServices, eventLoop: any EventLoop,
+        completion: @escaping (AuthOutcome) -> Void
+    ) {
+        step(
+            runtime.authenticator.authenticate(credentials, now: Date()), credentials: credentials, runtime: runtime,
+            services: services, eventLoop: eventLoop, refetched: false, completion: completion)
+    }
+
+    private static func step(
+        _ step: AuthStep, credentials: RequestCredentials, runtime: ProxyRuntime, services: AuthServices,
+        eventLoop: any EventLoop, refetched: Bool, completion: @escaping (AuthOutcome) -> Void
+    ) {
+        switch step {
+        case .decided(let result):
+            completion(outcome(result))
+        case .offload(let work):
+            services.threadPool.runIfActive(eventLoop: eventLoop) { work() }
+                .assumeIsolated()
+                .whenComplete { result in
+                    switch result {
+                    case .success(let decided): completion(outcome(decided))
+                    case .failure: completion(.unavailable(reason: "shutting_down"))
+                    }
+                }
+        case .refetchKeys(let provider):
+            guard !refetched, let jwks = services.jwks else {
+                completion(.refused(.invalidJWT(.unknownKeyID)))
+                return
+            }
+            jwks.refetch(provider).hop(to: eventLoop).assumeIsolated().whenComplete { _ in
+                let again = runtime.authenticator.authenticate(credentials, now: Date())
+                if case .refetchKeys = again {
+                    completion(.refused(.invalidJWT(.unknownKeyID)))
+                    return
+                }
+                AuthFlow.step(
+                    again, credentials: credentials, runtime: runtime, services: services, eventLoop: eventLoop,
+                    refetched: true, completion: completion)
+            }
+        }
+    }
+
+    private static func outcome(_ result: Result<AuthDecision, AuthFailure>) -> AuthOutcome {
+        switch result {
+        case .success(let decision):
+            return .allowed(decision)
+        case .failure(.invalidJWT(.noKeys)):
+            // Keys not fetched yet (IdP unreachable at start): a retry later can succeed, so say so.
+            return .unavailable(reason: "jwt_keys_unavailable")
+        case .failure(let failure):
+            return .refused(failure)
+        }
+    }
+}
+
+extension OTLPSignal {
+    var authSignal: AuthSignal {
+        switch self {
+        case .traces: return .traces
+        case .metrics: return .metrics
+        case .logs: return .logs
+        }
+    }
+}
