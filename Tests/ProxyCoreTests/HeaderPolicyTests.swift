@@ -1,4 +1,5 @@
 import NIOHTTP1
+import ProxyHTTP2
 import XCTest
 
 @testable import ProxyCore
@@ -109,4 +110,32 @@ import ProxyAuth
 enum AuthFailureSample {
     case missing, unknown
     var value: AuthFailure { self == .missing ? .missingCredential : .unknownToken }
+}
+
+final class OwnedHeaderTests: XCTestCase {
+    func testClaimHeaders_ClientCopiesDropped_ProxyValuesAdded() {
+        let policy = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: false, ownedHeaders: ["X-OTLP-Subject"])
+        let client = HTTPHeaders([("x-otlp-subject", "forged"), ("X-OTLP-SUBJECT", "forged2"), ("X-Other", "kept")])
+        let out = policy.upstreamRequestHeaders(from: client, tenant: "team-a", extra: [(name: "X-OTLP-Subject", value: "svc-1")])
+        XCTAssertEqual(out["x-otlp-subject"], ["svc-1"])
+        XCTAssertEqual(out["x-other"], ["kept"])
+        let fields = policy.upstreamRequestFields(
+            from: [ProxyHTTP2.HTTP2HeaderField(name: "x-otlp-subject", value: "forged")], tenant: "team-a",
+            extra: [(name: "X-OTLP-Subject", value: "svc-1")])
+        XCTAssertEqual(fields.map(\.name), ["x-scope-orgid", "x-otlp-subject"], "HTTP/2 names are lower case")
+        XCTAssertEqual(fields.last?.value, "svc-1")
+    }
+
+    func testAuthorizationFailures_401WithEveryChallenge_403WithNone() {
+        let challenges = [#"Bearer realm="otlp""#, #"Basic realm="otlp", charset="UTF-8""#]
+        let unauthorized = LocalReply.authenticationFailed(.wrongPassword, challenges: challenges)
+        XCTAssertEqual(unauthorized.status, .unauthorized)
+        XCTAssertEqual(unauthorized.extraHeaders.map(\.1), challenges)
+        let forbidden = LocalReply.authenticationFailed(.signalNotAllowed, challenges: challenges)
+        XCTAssertEqual(forbidden.status, .forbidden)
+        XCTAssertEqual(forbidden.rpcCode, 7)
+        XCTAssertTrue(forbidden.extraHeaders.isEmpty)
+        XCTAssertEqual(LocalReply.authenticationUnavailable.status, .serviceUnavailable)
+        XCTAssertEqual(LocalReply.authenticationUnavailable.rpcCode, 14)
+    }
 }
