@@ -119,10 +119,12 @@ class Authority:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(self.key, hashes.SHA256()), key
 
-    def crl(self) -> bytes:
+    def crl(self, expired: bool = False) -> bytes:
+        """A CRL listing `revoked`, current (or, with `expired`, past its nextUpdate)."""
+        last, following = (NOW() - 10 * DAY, NOW() - DAY) if expired else (NOW() - DAY, NOW() + DAY)
         builder = (
             x509.CertificateRevocationListBuilder()
-            .issuer_name(self.cert.subject).last_update(NOW() - DAY).next_update(NOW() + DAY)
+            .issuer_name(self.cert.subject).last_update(last).next_update(following)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
             .add_extension(x509.CRLNumber(1), critical=False)
         )
@@ -168,10 +170,12 @@ def write_client(directory: Path, name: str, cert: x509.Certificate, key, *chain
 @dataclass
 class ClientPKI:
     """Every client certificate the mTLS tests use, under one root CA (`ca_file`, with CRLs for
-    the root and the intermediate in `crl_file`) plus a rogue CA the proxy does not trust."""
+    the root and the intermediate in `crl_file`; `expired_crl_file` has the root's CRL past its
+    nextUpdate) plus a rogue CA the proxy does not trust."""
 
     ca_file: Path
     crl_file: Path
+    expired_crl_file: Path
     clients: dict[str, ClientCert]
 
     def __getitem__(self, name: str) -> ClientCert:
@@ -214,7 +218,9 @@ def make_client_pki(directory: Path) -> ClientPKI:
     ca_file.write_bytes(_pem_cert(root.cert))
     crl_file = directory / "clients.crl"
     crl_file.write_bytes(root.crl() + issuing.crl())
-    return ClientPKI(ca_file, crl_file, clients)
+    expired_crl_file = directory / "clients-expired.crl"
+    expired_crl_file.write_bytes(root.crl(expired=True) + issuing.crl())
+    return ClientPKI(ca_file, crl_file, expired_crl_file, clients)
 
 
 def make_server_pki(directory: Path, name: str) -> tuple[Path, Path, Path]:
@@ -439,6 +445,20 @@ def claims(issuer: str, *, audience="otlp-ingest", lifetime: int = 300, **extra)
     return {k: v for k, v in payload.items() if v is not None}
 
 
+def sign_raw(key: SigningKey, header: dict | str, payload: dict | str, *, der: bool = False) -> str:
+    """A compact JWS over exactly the given header and payload text (so duplicate members or odd
+    spellings survive), signed with `key`'s algorithm. `der`: an ES* signature in DER instead of
+    the JOSE r‖s form."""
+    header_text = header if isinstance(header, str) else json.dumps(header)
+    payload_text = payload if isinstance(payload, str) else json.dumps(payload)
+    signing_input = (b64url(header_text.encode()) + "." + b64url(payload_text.encode())).encode()
+    if der:
+        signature = key.private.sign(signing_input, ec.ECDSA(hashes.SHA256()))
+    else:
+        signature = jwt.algorithms.get_default_algorithms()[key.algorithm].sign(signing_input, key.private)
+    return signing_input.decode() + "." + b64url(signature)
+
+
 def hs256_with_public_key(key: SigningKey, payload: dict) -> str:
     """The classic key-confusion token: alg HS256 with the RSA public key (PEM) as the secret.
     PyJWT refuses to make it, so it is built by hand."""
@@ -448,8 +468,8 @@ def hs256_with_public_key(key: SigningKey, payload: dict) -> str:
     return signing_input + "." + b64url(signature)
 
 
-def alg_none(payload: dict, kid: str) -> str:
-    header = {"alg": "none", "typ": "JWT", "kid": kid}
+def alg_none(payload: dict, kid: str, alg: str = "none") -> str:
+    header = {"alg": alg, "typ": "JWT", "kid": kid}
     return b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(payload).encode()) + "."
 
 

@@ -30,6 +30,7 @@ from auth_helpers import (
     hs256_with_public_key,
     jwks,
     last_headers,
+    sign_raw,
     post_otlp,
     start_auth_proxy,
     tenant_counts,
@@ -207,6 +208,37 @@ def _noncanonical_base64() -> str:
     return ".".join([header, payload + "=", signature])
 
 
+def _payload(**extra) -> dict:
+    payload = claims(ISSUER, sub="svc-a", org={"tenant": "team-jwt"}, jti=uuid.uuid4().hex)
+    payload.update(extra)
+    return payload
+
+
+def _es_header(**extra) -> dict:
+    return {"alg": "ES256", "typ": "JWT", "kid": Keys.es.kid, **extra}
+
+
+def _duplicate_claim() -> str:
+    # Two `org` members: a lenient parser keeps the last one (the attacker's tenant).
+    text = json.dumps(_payload())[:-1] + ', "org": {"tenant": "team-admin"}}'
+    return sign_raw(Keys.es, _es_header(), text)
+
+
+def _duplicate_header_alg() -> str:
+    return sign_raw(Keys.es, '{"alg": "ES256", "typ": "JWT", "kid": "%s", "alg": "none"}' % Keys.es.kid, _payload())
+
+
+def _jwe_compact() -> str:
+    header = b64url(json.dumps({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": Keys.rs.kid}).encode())
+    return ".".join([header, b64url(secrets.token_bytes(256)), b64url(secrets.token_bytes(12)),
+                     b64url(secrets.token_bytes(64)), b64url(secrets.token_bytes(16))])
+
+
+def _json_serialization() -> str:
+    header, payload, signature = token().split(".")
+    return json.dumps({"payload": payload, "signatures": [{"protected": header, "signature": signature}]})
+
+
 BAD_TOKENS = {
     "expired": lambda: token(exp=int(time.time()) - 600, iat=int(time.time()) - 900, nbf=int(time.time()) - 900),
     "not_yet_valid": lambda: token(nbf=int(time.time()) + 600),
@@ -224,7 +256,35 @@ BAD_TOKENS = {
     "tampered_payload": _tampered,
     "noncanonical_base64": _noncanonical_base64,
     "oversized": lambda: token(padding="x" * 17 * 1024),
+    "es256_der_signature": lambda: sign_raw(Keys.es, _es_header(), _payload(), der=True),
+    "alg_None_capitalised": lambda: alg_none(_payload(), Keys.es.kid, alg="None"),
+    "duplicate_claim": _duplicate_claim,
+    "duplicate_header_alg": _duplicate_header_alg,
+    "jwe_compact": _jwe_compact,
+    "json_serialization": _json_serialization,
+    "kid_path_traversal": lambda: sign_raw(Keys.stranger, _es_header(kid="../../../../etc/passwd"), _payload()),
+    "rs256_token_with_es_kid": lambda: sign_raw(Keys.rs, {"alg": "RS256", "typ": "JWT", "kid": Keys.es.kid}, _payload()),
 }
+
+
+def test_jwt_hand_signed_control_accepted(proxy, sink, ca_file):
+    """The hand-made tokens above differ from this one only in what each case breaks."""
+    assert post_otlp(proxy, ca_file, headers=bearer(sign_raw(Keys.es, _es_header(), _payload()))).status == 200
+    assert tenant_counts(sink) == {"team-jwt": 1}
+
+
+def test_jwt_embedded_jku_x5u_jwk_ignored_never_fetched(proxy, sink, ca_file, jwks_server):
+    """A token naming its own key (jwk) and key URLs (jku, x5u) on an attacker's server: refused,
+    and the proxy never contacts that server."""
+    attacker_key = SigningKey.es256("attacker-key")
+    attacker = jwks_server(jwks(attacker_key))
+    header = {"alg": "ES256", "typ": "JWT", "kid": attacker_key.kid, "jku": attacker.jwks_url,
+              "x5u": attacker.jwks_url, "jwk": attacker_key.jwk}
+    forged = sign_raw(attacker_key, header, _payload())
+    assert post_otlp(proxy, ca_file, headers=bearer(forged)).status == 401
+    assert grpc_export(proxy, ca_file, metadata=[("authorization", f"Bearer {forged}")]) == grpc.StatusCode.UNAUTHENTICATED
+    assert attacker.fetch_count() == 0
+    assert sink.stats()["requests"] == 0
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))

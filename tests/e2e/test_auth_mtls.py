@@ -14,6 +14,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from auth_helpers import (
     CN_ONLY,
+    validate,
+    write_auth_config,
     bearer,
     grpc_export,
     make_client_pki,
@@ -22,6 +24,7 @@ from auth_helpers import (
     start_auth_proxy,
     tenant_counts,
 )
+from conftest import curl
 from grpc_helpers import read_ca
 from otel_helpers import make_spans
 
@@ -39,11 +42,13 @@ def pki(tmp_path_factory):
 
 
 def mtls_settings(pki, certs, sink, tokens_file, *, methods=("mtls", "bearer"), client_auth="request",
-                  principal_from=("uri_san", "dns_san", "subject_cn")) -> dict:
+                  principal_from=("uri_san", "dns_san", "subject_cn"), **tls_overrides) -> dict:
+    tls = {"client_ca_file": str(pki.ca_file), "client_auth": client_auth, "crl_file": str(pki.crl_file), "verify_depth": 4}
+    tls.update(tls_overrides)
     return dict(
         certs=certs,
         sink=sink,
-        tls={"client_ca_file": str(pki.ca_file), "client_auth": client_auth, "crl_file": str(pki.crl_file), "verify_depth": 4},
+        tls=tls,
         auth={
             "methods": list(methods),
             "mtls": {"principal_from": list(principal_from), "allowed_principals": ALLOWED},
@@ -188,6 +193,51 @@ def test_mtls_no_san_principal_from_uri_only_refused(binary, certs, tokens_file,
     finally:
         proxy.stop()
     assert tenant_counts(sink) == {"team-x": 1}
+
+
+def test_mtls_http2_curl_good_cert_counted_under_team_x(proxy, sink, ca_file, pki):
+    """OTLP/HTTP over HTTP/2 (ALPN h2) carries the connection's certificate identity too."""
+    client = pki["good"]
+    result = curl(
+        f"{proxy.url}/v1/traces", "--http2", "--cert", str(client.cert), "--key", str(client.key),
+        "-H", "content-type: application/x-protobuf", ca_file=ca_file, data=b"",
+    )
+    assert result.version == "HTTP/2", result.version
+    assert result.status == 200, result.body
+    assert_only_tenant(sink, "team-x")
+
+
+def test_mtls_verify_depth_1_refuses_chain_through_intermediate(binary, certs, tokens_file, sink, pki, ca_file, tmp_path):
+    """verify_depth 1: a leaf issued by the root is fine, a leaf below an intermediate is too deep."""
+    proxy = start_auth_proxy(binary, tmp_path / "depth1", **mtls_settings(pki, certs, sink, tokens_file, verify_depth=1))
+    try:
+        too_deep = s_client_request(proxy.port, ca_file, pki["intermediate"])
+        assert too_deep.returncode != 0 and too_deep.http_status is None, too_deep.output
+        assert "alert" in too_deep.output, too_deep.output
+        direct = s_client_request(proxy.port, ca_file, pki["good"])
+        assert direct.http_status == 200, direct.output
+    finally:
+        proxy.stop()
+    assert tenant_counts(sink) == {"team-x": 1}
+
+
+def test_mtls_expired_crl_fails_closed(binary, certs, tokens_file, sink, pki, ca_file, tmp_path):
+    """A CRL past its nextUpdate gives no assurance: the proxy either refuses the configuration
+    (naming tls.crl_file) or refuses every certificate it covers; a good certificate never gets
+    through."""
+    settings = mtls_settings(pki, certs, sink, tokens_file, crl_file=str(pki.expired_crl_file))
+    config = write_auth_config(tmp_path / "expired-crl", **settings)
+    checked = validate(binary, config)
+    if checked.returncode != 0:
+        assert "tls.crl_file" in checked.stderr, checked.stderr
+        return
+    proxy = start_auth_proxy(binary, tmp_path / "expired-crl-run", **settings)
+    try:
+        result = s_client_request(proxy.port, ca_file, pki["good"])
+        assert result.http_status is None and result.returncode != 0, result.output
+    finally:
+        proxy.stop()
+    assert sink.stats()["requests"] == 0
 
 
 # --- client_auth request / require ------------------------------------------------------------
