@@ -478,8 +478,10 @@ class JWKSServer:
     discovery document at `/.well-known/openid-configuration` for `issuer`. `fetches` counts GET
     /jwks.json requests; `set_keys` switches the served set; `stop` takes it off the network."""
 
-    def __init__(self, directory: Path, keys: dict, issuer: str | None = None):
-        self.ca_file, cert, key = make_server_pki(directory, "jwks")
+    def __init__(self, directory: Path, keys: dict, issuer: str | None = None, port: int = 0,
+                 pki: tuple[Path, Path, Path] | None = None):
+        """`pki` is (ca_file, cert_file, key_file) from make_server_pki; a fresh CA by default."""
+        self.ca_file, cert, key = pki or make_server_pki(directory, "jwks")
         self.keys = keys
         self.issuer = issuer
         self.fetches = 0
@@ -509,7 +511,7 @@ class JWKSServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(cert), str(key))

@@ -11,6 +11,7 @@ import secrets
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -30,11 +31,13 @@ from auth_helpers import (
     hs256_with_public_key,
     jwks,
     last_headers,
+    make_server_pki,
     sign_raw,
     post_otlp,
     start_auth_proxy,
     tenant_counts,
 )
+from conftest import free_port
 from grpc_helpers import read_ca
 from otel_helpers import make_spans
 
@@ -440,4 +443,34 @@ def test_jwks_oidc_discovery_from_issuer(jwks_server, lifecycle_proxy, sink, ca_
     assert post_otlp(proxy, ca_file, headers=bearer(token(key, issuer=server.base_url))).status == 200
     assert server.discovery_fetches >= 1
     assert server.fetch_count() >= 1
+    assert tenant_counts(sink) == {"team-jwt": 1}
+
+
+def test_jwks_unreachable_at_start_503_unavailable_then_accepted(lifecycle_proxy, sink, ca_file, tmp_path):
+    """The IdP is down when the proxy starts: tokens get a retryable 503 / UNAVAILABLE (never
+    401, which exporters drop), and are accepted once the keys can be fetched."""
+    key = SigningKey.es256("late")
+    pki = make_server_pki(tmp_path / "late-idp", "jwks")
+    port = free_port()
+    provider = remote_provider(
+        SimpleNamespace(jwks_url=f"https://127.0.0.1:{port}/jwks.json", ca_file=pki[0]),
+        jwks_refresh_interval="1s", jwks_min_refetch_interval="1s",
+    )
+    proxy = lifecycle_proxy(provider)
+    assert post_otlp(proxy, ca_file, headers=bearer(token(key))).status == 503
+    assert grpc_export(proxy, ca_file, metadata=[("authorization", f"Bearer {token(key)}")]) == grpc.StatusCode.UNAVAILABLE
+    server = JWKSServer(tmp_path / "late", jwks(key), port=port, pki=pki)
+    try:
+        deadline = time.monotonic() + 10
+        status = 0
+        while time.monotonic() < deadline:
+            status = post_otlp(proxy, ca_file, headers=bearer(token(key))).status
+            if status == 200:
+                break
+            assert status == 503
+            time.sleep(0.25)
+        assert status == 200, "keys never loaded after the JWKS server came up"
+        assert server.fetch_count() >= 1
+    finally:
+        server.stop()
     assert tenant_counts(sink) == {"team-jwt": 1}
