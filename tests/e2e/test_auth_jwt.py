@@ -474,3 +474,17 @@ def test_jwks_unreachable_at_start_503_unavailable_then_accepted(lifecycle_proxy
     finally:
         server.stop()
     assert tenant_counts(sink) == {"team-jwt": 1}
+
+
+def test_jwks_rsa_1024_key_skipped_other_keys_used(jwks_server, lifecycle_proxy, sink, ca_file):
+    """An RSA key under 2048 bits in the set is never used; the set's other keys still are."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    weak = SigningKey("weak-rsa", "RS256", rsa.generate_private_key(65537, 1024))
+    good = SigningKey.es256("good-es")
+    server = jwks_server(jwks(weak, good))
+    proxy = lifecycle_proxy(remote_provider(server))
+    weak_token = sign_raw(weak, {"alg": "RS256", "typ": "JWT", "kid": weak.kid}, _payload())
+    assert post_otlp(proxy, ca_file, headers=bearer(weak_token)).status == 401
+    assert post_otlp(proxy, ca_file, headers=bearer(token(good))).status == 200
+    assert tenant_counts(sink) == {"team-jwt": 1}
