@@ -165,6 +165,22 @@ def test_basic_unknown_user_costs_as_much_as_wrong_password(proxy, sink, ca_file
     assert unknown >= 0.5 * wrong, f"unknown user {unknown * 1000:.1f} ms, wrong password {wrong * 1000:.1f} ms"
 
 
+def test_basic_cached_success_is_fast_and_never_accepts_another_password(proxy, sink, ca_file):
+    """After one success, the same credentials skip the deliberately slow hash (steady traffic
+    costs about as much as a bearer token), while a different password is still hashed and refused."""
+
+    def timed(password: str, expected: int) -> float:
+        start = time.perf_counter()
+        assert post_otlp(proxy, ca_file, headers=basic("alice", password), body=b"").status == expected
+        return time.perf_counter() - start
+
+    timed(PASSWORDS["alice"], 200)
+    cached = statistics.median(timed(PASSWORDS["alice"], 200) for _ in range(7))
+    hashed = statistics.median(timed(PASSWORDS["alice"] + f"-{i}", 401) for i in range(7))
+    assert cached < 0.6 * hashed, f"cached success {cached * 1000:.1f} ms, wrong password {hashed * 1000:.1f} ms"
+    assert tenant_counts(sink) == {"team-basic": 8}
+
+
 def test_basic_user_without_tenant_and_no_default_403(proxy, sink, ca_file):
     response = post_otlp(proxy, ca_file, headers=basic("dave", PASSWORDS["dave"]))
     assert response.status == 403
@@ -184,8 +200,8 @@ def test_basic_user_without_tenant_gets_default_tenant(binary, certs, sink, htpa
 
 
 def test_basic_passwords_never_logged(proxy, sink, ca_file):
-    post_otlp(proxy, ca_file, headers=basic("alice", PASSWORDS["alice"]))
-    post_otlp(proxy, ca_file, headers=basic("alice", PASSWORDS["bob"]))
+    assert post_otlp(proxy, ca_file, headers=basic("alice", PASSWORDS["alice"])).status == 200
+    assert post_otlp(proxy, ca_file, headers=basic("alice", PASSWORDS["bob"])).status == 401
     logs = proxy.logs()
     for password in (PASSWORDS["alice"], PASSWORDS["bob"]):
         assert password not in logs

@@ -488,3 +488,42 @@ def test_jwks_rsa_1024_key_skipped_other_keys_used(jwks_server, lifecycle_proxy,
     assert post_otlp(proxy, ca_file, headers=bearer(weak_token)).status == 401
     assert post_otlp(proxy, ca_file, headers=bearer(token(good))).status == 200
     assert tenant_counts(sink) == {"team-jwt": 1}
+
+
+def test_jwt_cached_token_refused_once_expired(jwks_server, lifecycle_proxy, sink, ca_file):
+    """The verified-token cache ends at `exp` (plus skew): a token accepted (and cached) a moment
+    ago is refused after it expires."""
+    key = SigningKey.es256("short-lived")
+    server = jwks_server(jwks(key))
+    proxy = lifecycle_proxy(remote_provider(server, clock_skew="1s"))
+    now = int(time.time())
+    short = token(key, iat=now, nbf=now, exp=now + 2)
+    assert post_otlp(proxy, ca_file, headers=bearer(short)).status == 200
+    assert post_otlp(proxy, ca_file, headers=bearer(short)).status == 200  # from the cache
+    time.sleep(max(0.0, now + 2 + 1 + 1.2 - time.time()))  # past exp + skew
+    assert post_otlp(proxy, ca_file, headers=bearer(short)).status == 401
+    assert tenant_counts(sink) == {"team-jwt": 2}
+
+
+def test_jwt_hs384_secret_from_env(binary, certs, sink, ca_file, tmp_path, monkeypatch):
+    secret = secrets.token_urlsafe(48)
+    monkeypatch.setenv("OTLP_E2E_JWT_SECRET", secret)
+    issuer = "https://env-secret.e2e.test/"
+    proxy = start_auth_proxy(
+        binary, tmp_path / "env", certs=certs, sink=sink,
+        auth={"jwt": {"providers": [{
+            "name": "env-secret", "issuer": issuer, "audiences": [AUDIENCE], "algorithms": ["HS384"],
+            "hmac_secret_env": "OTLP_E2E_JWT_SECRET", "tenant_claim": "tenant",
+        }]}},
+    )
+    try:
+        import jwt as pyjwt
+
+        good = pyjwt.encode(claims(issuer, sub="env", tenant="team-env"), secret.encode(), algorithm="HS384")
+        assert post_otlp(proxy, ca_file, headers=bearer(good)).status == 200
+        forged = pyjwt.encode(claims(issuer, sub="env", tenant="team-env"), b"x" * 48, algorithm="HS384")
+        assert post_otlp(proxy, ca_file, headers=bearer(forged)).status == 401
+    finally:
+        proxy.stop()
+    assert secret not in proxy.logs()
+    assert tenant_counts(sink) == {"team-env": 1}

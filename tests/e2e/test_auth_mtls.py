@@ -89,6 +89,7 @@ def test_mtls_http_sdk_exporter_good_cert_counted_under_team_x(proxy, sink, ca_f
     exporter = HttpSpanExporter(
         endpoint=f"{proxy.url}/v1/traces", certificate_file=ca_file, client_key_file=str(client.key),
         client_certificate_file=str(client.cert), timeout=10, compression=Compression.NoCompression,
+        headers={"X-Scope-OrgID": "team-evil"},  # a client-sent tenant never wins over the certificate's
     )
     try:
         assert exporter.export(make_spans(4)) == SpanExportResult.SUCCESS
