@@ -11,11 +11,13 @@ enum AuthOutcome {
     case unavailable(reason: String)
 }
 
-/// Process-wide helpers that authentication needs beyond the runtime: a thread pool for password
-/// hashing (slow on purpose, so never on an event loop) and the JWKS refresher for unknown key ids.
-struct AuthServices: Sendable {
+/// Process-wide helpers every connection shares, which outlive a reload of the runtime: a thread
+/// pool for password hashing (slow on purpose, so never on an event loop), the JWKS refresher for
+/// unknown key ids, and the metrics and access log.
+struct ProxyServices: Sendable {
     let threadPool: NIOThreadPool
     let jwks: JWKSRefresher?
+    let metrics: ProxyMetrics
 }
 
 /// Runs the authenticator's steps for one request on the request's event loop: most requests are
@@ -24,7 +26,7 @@ struct AuthServices: Sendable {
 /// `completion` always runs on `eventLoop`.
 enum AuthFlow {
     static func run(
-        _ credentials: RequestCredentials, runtime: ProxyRuntime, services: AuthServices, eventLoop: any EventLoop,
+        _ credentials: RequestCredentials, runtime: ProxyRuntime, services: ProxyServices, eventLoop: any EventLoop,
         completion: @escaping (AuthOutcome) -> Void
     ) {
         step(
@@ -33,7 +35,7 @@ enum AuthFlow {
     }
 
     private static func step(
-        _ step: AuthStep, credentials: RequestCredentials, runtime: ProxyRuntime, services: AuthServices,
+        _ step: AuthStep, credentials: RequestCredentials, runtime: ProxyRuntime, services: ProxyServices,
         eventLoop: any EventLoop, refetched: Bool, completion: @escaping (AuthOutcome) -> Void
     ) {
         switch step {

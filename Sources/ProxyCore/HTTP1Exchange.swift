@@ -35,7 +35,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private let runtime: ProxyRuntime
     private let pool: UpstreamHTTP1Pool
-    private let services: AuthServices
+    private let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any.
     private let peerCertificate: PeerCertificate?
     private let logger: Logger
@@ -57,7 +57,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var pendingRead = false
 
     init(
-        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, services: AuthServices, peerCertificate: PeerCertificate?,
+        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, services: ProxyServices, peerCertificate: PeerCertificate?,
         logger: Logger
     ) {
         self.runtime = runtime

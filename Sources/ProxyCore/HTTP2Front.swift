@@ -19,7 +19,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     let runtime: ProxyRuntime
     let pools: UpstreamPools
-    let services: AuthServices
+    let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any; the same for every stream.
     let peerCertificate: PeerCertificate?
     let logger: Logger
@@ -32,7 +32,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var outputPending = false
 
     init(
-        runtime: ProxyRuntime, pools: UpstreamPools, services: AuthServices, peerCertificate: PeerCertificate?,
+        runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
         logger: Logger
     ) throws {
         self.runtime = runtime

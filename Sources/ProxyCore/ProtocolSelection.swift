@@ -13,10 +13,10 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     private let runtime: ProxyRuntime
     private let pools: UpstreamPools
-    private let services: AuthServices
+    private let services: ProxyServices
     private let logger: Logger
 
-    init(runtime: ProxyRuntime, pools: UpstreamPools, services: AuthServices, logger: Logger) {
+    init(runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, logger: Logger) {
         self.runtime = runtime
         self.pools = pools
         self.services = services

@@ -22,10 +22,12 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let runtimeBox: NIOLockedValueBox<ProxyRuntime>
     private let pools: UpstreamPools
-    private let services: AuthServices
+    private let services: ProxyServices
     private let channels = NIOLockedValueBox<[any Channel]>([])
 
-    public init(runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger) throws(StartupError) {
+    public init(
+        runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
+    ) throws(StartupError) {
         self.group = group
         self.logger = logger
         self.runtimeBox = NIOLockedValueBox(runtime)
@@ -54,7 +56,7 @@ public final class ProxyServer: Sendable {
         }
         let jwks = sources.isEmpty
             ? nil : JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
-        self.services = AuthServices(threadPool: threadPool, jwks: jwks)
+        self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics)
     }
 
     /// The runtime new connections use.
