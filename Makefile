@@ -6,7 +6,7 @@ SWIFT ?= swift
 BIN := .build/debug/otlp-auth-proxy
 RUN_DIR := run
 
-.PHONY: deps build release run test test-swift test-e2e venv clean
+.PHONY: deps build release run test test-swift test-e2e venv clean bench
 
 deps:
 	@scripts/install-deps.sh
@@ -37,3 +37,9 @@ test-e2e:
 
 clean:
 	rm -rf .build $(RUN_DIR)
+
+## Side-by-side benchmark against nghttpx and HAProxy (prints one table; see docs/benchmarks.md).
+bench: deps venv
+	@scripts/install-bench-deps.sh
+	$(SWIFT) build -c release
+	.venv/bin/python bench/bench.py
