@@ -5,7 +5,7 @@ import Yams
 /// every other key, and uses this table to suggest the key a typo was meant to be.
 enum Schema {
     static let sections: [(path: String, keys: [String])] = [
-        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log"]),
+        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log", "limits"]),
         ("grpc", ["endpoint", "max_recv_msg_size"]),
         ("http", ["endpoint", "max_request_body_size", "max_header_bytes", "max_header_count", "idle_timeout"]),
         ("tls", ["cert_file", "key_file", "min_version", "client_ca_file", "client_auth", "crl_file", "verify_depth"]),
@@ -23,6 +23,9 @@ enum Schema {
         ("auth.principals", ["principal", "tenant", "allowed_tenants", "signals"]),
         ("tenant", ["header", "default"]),
         ("log", ["level"]),
+        ("limits", ["max_connections", "handshake_timeout", "max_buffered_bytes", "tenant_rate"]),
+        ("limits.tenant_rate", ["requests_per_second", "bytes_per_second", "burst_seconds", "overrides"]),
+        ("limits.tenant_rate.overrides.<tenant>", ["requests_per_second", "bytes_per_second"]),
     ]
 
     /// Sections that are the entries of a list (`auth.jwt.providers[0]`), by their schema path.
@@ -131,11 +134,14 @@ struct ConfigurationReader {
             }
         }
 
+        let limits = readLimits(section(in: top, "limits"))
+
         checkListeners(grpc: grpc.endpoint, http: http.endpoint)
         checkUpstreams(upstream, listeners: [("grpc.endpoint", grpc.endpoint), ("http.endpoint", http.endpoint)])
 
         return ProxyConfiguration(
-            grpc: grpc, http: http, tls: tls, upstream: upstream, auth: auth, tenant: tenant, log: log)
+            grpc: grpc, http: http, tls: tls, upstream: upstream, auth: auth, tenant: tenant, log: log,
+            limits: limits)
     }
 
     // MARK: - Rules that relate several keys

@@ -403,6 +403,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var auth: Auth
     public var tenant: Tenant
     public var log: Log
+    /// Key `limits`: connections, handshakes, buffered bytes and per-tenant rates.
+    public var limits: Limits
     /// The file the configuration was loaded from (absolute), or nil when parsed from text.
     public var sourceFile: String?
 
@@ -414,6 +416,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
         auth: Auth,
         tenant: Tenant = Tenant(),
         log: Log = Log(),
+        limits: Limits = Limits(),
         sourceFile: String? = nil
     ) {
         self.grpc = grpc
@@ -423,6 +426,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
         self.auth = auth
         self.tenant = tenant
         self.log = log
+        self.limits = limits
         self.sourceFile = sourceFile
     }
 }
