@@ -18,6 +18,8 @@ struct ProxyServices: Sendable {
     let threadPool: NIOThreadPool
     let jwks: JWKSRefresher?
     let metrics: ProxyMetrics
+    /// Open connections, held bytes and tenant buckets (the `limits` section).
+    let limits: LimitState
 }
 
 /// Runs the authenticator's steps for one request on the request's event loop: most requests are

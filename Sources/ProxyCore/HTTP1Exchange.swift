@@ -56,6 +56,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var readsHeld = false
     private var pendingRead = false
 
+    /// Queued request parts, counted for load shedding (`limits.max_buffered_bytes`).
+    private var held: HeldBytes
+    /// The tenant of the admitted request, whose byte budget its body is charged to.
+    private var ratedTenant: String?
+
     init(
         runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, services: ProxyServices, peerCertificate: PeerCertificate?,
         logger: Logger
@@ -65,10 +70,15 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         self.services = services
         self.peerCertificate = peerCertificate
         self.logger = logger
+        self.held = HeldBytes(gauge: services.limits.buffered)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        held.releaseAll()
     }
 
     // MARK: Client side
@@ -91,6 +101,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         keepAlive = head.isKeepAlive
         encoding = OTLPEncoding(contentType: head.headers.first(name: "content-type"))
         bodyBytes = 0
+        ratedTenant = nil
         requestComplete = false
         responseStarted = false
         responseComplete = false
@@ -115,6 +126,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         }
         if let length = lengths.first, let declared = Int(length), declared > limits.maxRequestBodySize {
             refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
+            return
+        }
+        if services.shedsNewRequest(runtime: runtime) {
+            refuse(.overloaded, reason: "load_shed", close: false, context: context)
             return
         }
         let expectsContinue = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
@@ -148,6 +163,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.authenticationUnavailable, reason: reason, close: expectsContinue && !requestComplete, context: context)
             return
         }
+        if let limited = services.admitTenantRequest(
+            tenant: decision.tenant, bodySoFar: bodyBytes, runtime: runtime, logger: logger)
+        {
+            state = .idle
+            refuse(limited, reason: "rate_limited", close: expectsContinue && !requestComplete, context: context)
+            return
+        }
+        ratedTenant = decision.tenant
 
         var upstreamHead = HTTPRequestHead(version: .http1_1, method: .POST, uri: head.uri)
         upstreamHead.headers = runtime.headerPolicy.upstreamRequestHeaders(
@@ -169,6 +192,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         bodyBytes += buffer.readableBytes
+        if let ratedTenant { services.chargeTenantBody(tenant: ratedTenant, bytes: buffer.readableBytes, runtime: runtime) }
         let overLimit = bodyBytes > runtime.limits.maxRequestBodySize
         switch state {
         case .authenticating(var pending):
@@ -178,6 +202,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
                 return
             }
             pending.append(.body(.byteBuffer(buffer)))
+            held.add(buffer.readableBytes)
             state = .authenticating(pending: pending)
         case .connecting(var pending):
             if overLimit {
@@ -186,6 +211,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
                 return
             }
             pending.append(.body(.byteBuffer(buffer)))
+            held.add(buffer.readableBytes)
             state = .connecting(pending: pending)
         case .forwarding(let upstream):
             if overLimit {
@@ -248,6 +274,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             break
         }
         responseTimer?.cancel()
+        held.releaseAll()
         state = .closing
         context.fireChannelInactive()
     }
@@ -303,6 +330,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             upstream.exchange = self
             upstream.holdReads(!context.channel.isWritable)
             state = .forwarding(upstream: upstream)
+            held.releaseAll()
             for part in pending { upstream.write(part) }
             upstream.flush()
             if requestComplete { startResponseTimer(context: context) }
@@ -407,6 +435,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     /// (keeping the connection), unless `close` is set, in which case the connection closes after the reply.
     private func refuse(_ reply: LocalReply, reason: String, close: Bool, context: ChannelHandlerContext) {
         let closeAfter = close || !keepAlive
+        held.releaseAll()
         let body = reply.body(encoding: encoding, allocator: context.channel.allocator)
         let head = reply.head(version: requestVersion, encoding: encoding, bodyLength: body.readableBytes, close: closeAfter)
         responseStarted = true
@@ -443,6 +472,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func closeNow(context: ChannelHandlerContext) {
         if case .forwarding = state { detachUpstream(abort: true) }
+        held.releaseAll()
         state = .closing
         context.close(promise: nil)
     }

@@ -30,6 +30,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var events: [HTTP2Event] = []
     private var closing = false
     private var outputPending = false
+    /// Request DATA not yet consumed and response DATA not yet sent, per stream, for load shedding.
+    private var held: StreamHeldBytes
 
     init(
         runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
@@ -40,6 +42,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         self.services = services
         self.peerCertificate = peerCertificate
         self.logger = logger
+        self.held = StreamHeldBytes(gauge: services.limits.buffered)
         var settings = HTTP2SessionSettings()
         settings.maxHeaderListBytes = runtime.limits.maxHeaderBytes
         settings.maxHeaderCount = runtime.limits.maxHeaderCount
@@ -86,6 +89,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         let open = exchanges
         exchanges.removeAll()
         for exchange in open.values { exchange.clientGone() }
+        held.releaseAll()
         context.fireChannelInactive()
     }
 
@@ -139,16 +143,20 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 }
             case .data(let streamID, let data, let endStream):
                 if let exchange = exchanges[streamID] {
+                    held.add(streamID, data.readableBytes)
                     exchange.clientData(data, endStream: endStream)
                 } else {
                     session.consume(streamID: streamID, bytes: data.readableBytes)
                 }
             case .dataSent(let streamID, let bytes):
+                held.release(streamID, bytes)
                 exchanges[streamID]?.clientTookResponseBytes(bytes)
             case .streamReset(let streamID, _):
                 exchanges.removeValue(forKey: streamID)?.clientGone()
+                held.releaseStream(streamID)
             case .streamClosed(let streamID, let code):
                 exchanges.removeValue(forKey: streamID)?.clientStreamClosed(errorCode: code)
+                held.releaseStream(streamID)
             case .goaway, .remoteSettings:
                 break
             }
@@ -170,6 +178,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     func submitData(_ streamID: Int32, _ data: ByteBuffer, endStream: Bool) {
         do {
             try session.submitData(streamID: streamID, data, endStream: endStream)
+            if exchanges[streamID] != nil { held.add(streamID, data.readableBytes) }
         } catch {
             session.submitReset(streamID: streamID, errorCode: .internalError)
         }
@@ -195,6 +204,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// Opens the client's window by `bytes` of request DATA that went on towards the receiver.
     func consume(_ streamID: Int32, bytes: Int) {
         guard bytes > 0 else { return }
+        held.release(streamID, bytes)
         session.consume(streamID: streamID, bytes: bytes)
         scheduleFlush()
     }
@@ -289,6 +299,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var deadlineTimer: Scheduled<Void>?
     /// Set when the authentication outcome arrived (it is acted on once).
     private var authenticatedOnce = false
+    /// The tenant of the admitted request, whose byte budget its body is charged to.
+    private var ratedTenant: String?
 
     init(streamID: Int32, connection: HTTP2ServerConnection) {
         self.streamID = streamID
@@ -349,6 +361,10 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             }
         }
 
+        if connection.services.shedsNewRequest(runtime: runtime) {
+            reply(.overloaded, reason: "load_shed")
+            return
+        }
         let signal: OTLPSignal
         switch target {
         case .grpc(let grpcSignal): signal = grpcSignal
@@ -386,6 +402,13 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             reply(.authenticationUnavailable, reason: reason)
             return
         }
+        if let limited = connection.services.admitTenantRequest(
+            tenant: decision.tenant, bodySoFar: bodyBytes, runtime: runtime, logger: connection.logger)
+        {
+            reply(limited, reason: "rate_limited")
+            return
+        }
+        ratedTenant = decision.tenant
         switch target {
         case .grpc(let signal):
             var upstreamFields = [
@@ -420,6 +443,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         if endStream { requestComplete = true }
         let size = data.readableBytes
         bodyBytes += size
+        if let ratedTenant { connection.services.chargeTenantBody(tenant: ratedTenant, bytes: size, runtime: runtime) }
         if case .finished = phase {
             connection.consume(streamID, bytes: size)
             return

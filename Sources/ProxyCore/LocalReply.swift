@@ -17,10 +17,13 @@ struct LocalReply: Sendable, Equatable {
     /// A generic message for the client; specific reasons go to logs only.
     var message: String
     var extraHeaders: [(String, String)] = []
+    /// Fields added to the gRPC trailers-only form (e.g. `grpc-status-details-bin` with a retry delay).
+    var grpcExtraFields: [(String, String)] = []
 
     static func == (lhs: LocalReply, rhs: LocalReply) -> Bool {
         lhs.status == rhs.status && lhs.rpcCode == rhs.rpcCode && lhs.message == rhs.message
             && lhs.extraHeaders.elementsEqual(rhs.extraHeaders, by: { $0 == $1 })
+            && lhs.grpcExtraFields.elementsEqual(rhs.grpcExtraFields, by: { $0 == $1 })
     }
 
     // google.rpc.Code values used here.
@@ -130,5 +133,6 @@ extension LocalReply {
     /// The same reply as a gRPC trailers-only response; google.rpc codes are gRPC status codes.
     var grpcTrailersOnly: [HTTP2HeaderField] {
         GRPC.trailersOnly(code: rpcCode, message: message)
+            + grpcExtraFields.map { HTTP2HeaderField(name: $0.0, value: $0.1) }
     }
 }

@@ -38,6 +38,12 @@ public final class ProxyMetrics: Sendable {
     func streamOpened() {}
     func streamClosed() {}
     func tlsHandshakeFailed(reason: String) {}
+    /// A connection closed at accept (`reason`: `max_connections`).
+    func connectionRefused(listener: String, reason: String) {}
+    /// A request refused because its tenant was over a rate (`kind`: `requests` or `bytes`).
+    func rateLimited(tenant: String, kind: String) {}
+    /// A request refused because the proxy held more than `limits.max_buffered_bytes`.
+    func loadShed() {}
     public func reloaded(success: Bool, at time: Date) {}
     public func certificateNotAfter(name: String, notAfter: Date) {}
 }

@@ -19,6 +19,10 @@ public final class ProxyRuntime: Sendable {
         var maxHeaderCount: Int
         var upstreamTimeout: TimeAmount
         var idleTimeout: TimeAmount
+        var maxConnections: Int
+        var handshakeTimeout: TimeAmount
+        var maxBufferedBytes: Int
+        var tenantRate: ProxyConfiguration.Limits.TenantRate
     }
 
     public let configuration: ProxyConfiguration
@@ -107,7 +111,11 @@ public final class ProxyRuntime: Sendable {
             maxHeaderBytes: configuration.http.maxHeaderBytes,
             maxHeaderCount: configuration.http.maxHeaderCount,
             upstreamTimeout: TimeAmount(configuration.upstream.timeout),
-            idleTimeout: TimeAmount(configuration.http.idleTimeout))
+            idleTimeout: TimeAmount(configuration.http.idleTimeout),
+            maxConnections: configuration.limits.maxConnections,
+            handshakeTimeout: TimeAmount(configuration.limits.handshakeTimeout),
+            maxBufferedBytes: configuration.limits.maxBufferedBytes,
+            tenantRate: configuration.limits.tenantRate)
     }
 
     /// Builds one JWT provider: its settings, its secret or key file, and where remote keys come from.

@@ -22,7 +22,7 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let runtimeBox: NIOLockedValueBox<ProxyRuntime>
     private let pools: UpstreamPools
-    private let services: ProxyServices
+    let services: ProxyServices
     private let channels = NIOLockedValueBox<[any Channel]>([])
 
     public init(
@@ -56,7 +56,7 @@ public final class ProxyServer: Sendable {
         }
         let jwks = sources.isEmpty
             ? nil : JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
-        self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics)
+        self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
     }
 
     /// The runtime new connections use.
@@ -94,7 +94,7 @@ public final class ProxyServer: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.initializeConnection(channel)
+                    try self.initializeConnection(channel, listener: name)
                 }
             }
             .bind(host: endpoint.host, port: endpoint.port)
@@ -108,10 +108,12 @@ public final class ProxyServer: Sendable {
     }
 
     /// Runs on the connection's event loop.
-    private func initializeConnection(_ channel: any Channel) throws {
+    private func initializeConnection(_ channel: any Channel, listener: String) throws {
         let runtime = self.runtime
+        try admitConnection(channel, listener: listener, runtime: runtime, services: services, logger: logger)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
+        try sync.addHandler(HandshakeTimeoutHandler(timeout: runtime.limits.handshakeTimeout, metrics: services.metrics))
         try sync.addHandler(ProtocolSelectionHandler(runtime: runtime, pools: pools, services: services, logger: logger))
     }
 }
