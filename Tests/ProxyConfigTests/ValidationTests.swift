@@ -43,8 +43,8 @@ final class ValidationTests: XCTestCase {
     }
 
     func testUnknownKey_ReservedSections_AreUnknownForNow() {
-        guard let error = refuse(Fixture.minimal(plus: "admin: {}\nreload: {}\nshutdown: {}\nlimits: {}")) else { return }
-        XCTAssertEqual(error.problems.map(\.key), ["admin", "reload", "shutdown", "limits"])
+        guard let error = refuse(Fixture.minimal(plus: "reload: {}\nshutdown: {}\nlimits: {}")) else { return }
+        XCTAssertEqual(error.problems.map(\.key), ["reload", "shutdown", "limits"])
         for problem in error.problems { assertContains(problem.message, "unknown key") }
     }
 
