@@ -160,7 +160,8 @@ auth:
   jwt:
     providers:
       - {{ name: bench, issuer: "https://idp.bench", audiences: [otlp], algorithms: [ES256], jwks_file: jwks.json, tenant_claim: tenant }}
-log: {{ level: warning }}
+log: {{ level: warning, access_log: false }}
+admin: {{ endpoint: "" }}
 """)
     (work / "haproxy.cfg").write_text(f"""
 global

@@ -5,7 +5,7 @@ import Yams
 /// every other key, and uses this table to suggest the key a typo was meant to be.
 enum Schema {
     static let sections: [(path: String, keys: [String])] = [
-        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log", "limits"]),
+        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log", "admin", "limits"]),
         ("grpc", ["endpoint", "max_recv_msg_size"]),
         ("http", ["endpoint", "max_request_body_size", "max_header_bytes", "max_header_count", "idle_timeout"]),
         ("tls", ["cert_file", "key_file", "min_version", "client_ca_file", "client_auth", "crl_file", "verify_depth"]),
@@ -22,7 +22,8 @@ enum Schema {
         ("auth.basic", ["htpasswd_file"]),
         ("auth.principals", ["principal", "tenant", "allowed_tenants", "signals"]),
         ("tenant", ["header", "default"]),
-        ("log", ["level"]),
+        ("log", ["level", "access_log", "format"]),
+        ("admin", ["endpoint"]),
         ("limits", ["max_connections", "handshake_timeout", "max_buffered_bytes", "tenant_rate"]),
         ("limits.tenant_rate", ["requests_per_second", "bytes_per_second", "burst_seconds", "overrides"]),
         ("limits.tenant_rate.overrides.<tenant>", ["requests_per_second", "bytes_per_second"]),
@@ -134,6 +135,16 @@ struct ConfigurationReader {
             }
         }
 
+        if let value = boolean(logFields, "access_log") { log.accessLog = value }
+        if let value = string(logFields, "format", example: "json") {
+            if let format = ProxyConfiguration.Log.Format(rawValue: value.lowercased()) {
+                log.format = format
+            } else {
+                report(logFields.key("format"), "\(quote(value)) is not a log format: use json (the default) or logfmt")
+            }
+        }
+
+        let admin = readAdmin(section(in: top, "admin"), listeners: [("grpc.endpoint", grpc.endpoint), ("http.endpoint", http.endpoint)])
         let limits = readLimits(section(in: top, "limits"))
 
         checkListeners(grpc: grpc.endpoint, http: http.endpoint)
@@ -141,7 +152,28 @@ struct ConfigurationReader {
 
         return ProxyConfiguration(
             grpc: grpc, http: http, tls: tls, upstream: upstream, auth: auth, tenant: tenant, log: log,
-            limits: limits)
+            admin: admin, limits: limits)
+    }
+
+    /// `admin.endpoint`: "" turns the listener off; otherwise it must not share a port with an OTLP listener.
+    private mutating func readAdmin(
+        _ fields: Fields, listeners: [(key: String, endpoint: Endpoint)]
+    ) -> ProxyConfiguration.Admin {
+        var admin = ProxyConfiguration.Admin()
+        if let node = fields["endpoint"], case .scalar(let scalar) = node, !Self.isNull(node), scalar.string.isEmpty {
+            admin.endpoint = nil
+            return admin
+        }
+        guard let endpoint = endpoint(fields, "endpoint", example: "127.0.0.1:9464") else { return admin }
+        admin.endpoint = endpoint
+        if endpoint.port != 0 {
+            for listener in listeners where listener.endpoint.port == endpoint.port && Self.overlap(listener.endpoint, endpoint) {
+                report(fields.key("endpoint"), "\(endpoint) collides with \(listener.key) \(listener.endpoint): the admin "
+                    + "listener needs its own port, e.g. 127.0.0.1:9464, or \"\" to turn it off")
+                break
+            }
+        }
+        return admin
     }
 
     // MARK: - Rules that relate several keys

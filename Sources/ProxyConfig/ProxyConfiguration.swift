@@ -388,11 +388,38 @@ public struct ProxyConfiguration: Sendable, Equatable {
         /// The values `level` accepts, most verbose first (swift-log's levels).
         public static let allowedLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
+        /// How log lines (application logs and the access log) are written (key `format`).
+        public enum Format: String, Sendable, Equatable, CaseIterable {
+            /// One JSON object per line.
+            case json
+            /// `key=value` pairs per line, values quoted when they need it.
+            case logfmt
+        }
+
         /// Key `level`, lower case after loading.
         public var level: String
+        /// Key `access_log`: one line per finished request.
+        public var accessLog: Bool
+        /// Key `format`.
+        public var format: Format
 
-        public init(level: String = defaultLevel) {
+        public init(level: String = defaultLevel, accessLog: Bool = true, format: Format = .json) {
             self.level = level
+            self.accessLog = accessLog
+            self.format = format
+        }
+    }
+
+    /// The plaintext operations listener: `/metrics`, `/healthz`, `/readyz` (key `admin`).
+    public struct Admin: Sendable, Equatable {
+        /// Loopback by default: metrics name tenants, so they are not published off the host unless asked.
+        public static let defaultEndpoint = Endpoint(host: "127.0.0.1", port: 9464)
+
+        /// Key `endpoint`; nil (written as "") disables the listener.
+        public var endpoint: Endpoint?
+
+        public init(endpoint: Endpoint? = defaultEndpoint) {
+            self.endpoint = endpoint
         }
     }
 
@@ -403,6 +430,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var auth: Auth
     public var tenant: Tenant
     public var log: Log
+    public var admin: Admin
     /// Key `limits`: connections, handshakes, buffered bytes and per-tenant rates.
     public var limits: Limits
     /// The file the configuration was loaded from (absolute), or nil when parsed from text.
@@ -416,6 +444,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
         auth: Auth,
         tenant: Tenant = Tenant(),
         log: Log = Log(),
+        admin: Admin = Admin(),
         limits: Limits = Limits(),
         sourceFile: String? = nil
     ) {
@@ -426,6 +455,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
         self.auth = auth
         self.tenant = tenant
         self.log = log
+        self.admin = admin
         self.limits = limits
         self.sourceFile = sourceFile
     }

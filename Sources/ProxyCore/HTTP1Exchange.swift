@@ -52,6 +52,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var responseStarted = false
     private var responseComplete = false
     private var responseTimer: Scheduled<Void>?
+    /// The access log and metrics facts of the current request; nil between requests.
+    private var requestLog: RequestLog?
 
     private var readsHeld = false
     private var pendingRead = false
@@ -105,6 +107,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         requestComplete = false
         responseStarted = false
         responseComplete = false
+        requestLog = RequestLog(transport: "http/1.1", peer: context.channel.remoteAddress?.hostPort)
 
         let limits = runtime.limits
         if head.headers.count > limits.maxHeaderCount || Self.headerBytes(head) > limits.maxHeaderBytes {
@@ -115,6 +118,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.notFound, reason: "unknown_path", close: false, context: context)
             return
         }
+        requestLog?.setSignal(signal)
         guard head.method == .POST else {
             refuse(.methodNotAllowed, reason: "method", close: false, context: context)
             return
@@ -148,7 +152,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         switch outcome {
         case .allowed(let allowed):
             decision = allowed
+            requestLog?.authenticated(allowed)
         case .refused(let failure):
+            requestLog?.authFailed(failure, metrics: services.metrics)
             logger.info(
                 "request refused",
                 metadata: ["signal": "\(signal.rawValue)", "auth.result": "failure", "auth.reason": "\(failure.reason)"])
@@ -158,6 +164,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
                 close: expectsContinue && !requestComplete, context: context)
             return
         case .unavailable(let reason):
+            requestLog?.authUnavailable(reason: reason)
             logger.warning("request not authenticated", metadata: ["signal": "\(signal.rawValue)", "auth.reason": "\(reason)"])
             state = .idle
             refuse(.authenticationUnavailable, reason: reason, close: expectsContinue && !requestComplete, context: context)
@@ -275,6 +282,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         }
         responseTimer?.cancel()
         held.releaseAll()
+        finishRecord("client_gone")
         state = .closing
         context.fireChannelInactive()
     }
@@ -349,15 +357,18 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             responseTimer?.cancel()
             responseTimer = nil
             responseStarted = true
+            requestLog?.responseStarted(status: Int(head.status.code))
             var headers = runtime.headerPolicy.clientResponseHeaders(from: head.headers)
             if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
             context.write(
                 wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: head.status, headers: headers))),
                 promise: nil)
         case .body(let buffer):
+            requestLog?.sent(buffer.readableBytes)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             responseComplete = true
+            finishRecord("forwarded")
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             if !requestComplete {
                 // The receiver answered before the body ended: drop the rest, do not reuse the connection.
@@ -386,6 +397,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         state = .idle
         if responseStarted {
             // Part of the response is already with the client: the only honest signal is to close.
+            services.metrics.upstreamError(kind: "reset")
+            finishRecord("upstream_error")
             closeNow(context: context)
         } else {
             logger.warning("upstream closed before responding", metadata: ["upstream": "\(pool.address.hostPort)"])
@@ -394,6 +407,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     // MARK: Helpers
+
+    /// Ends the current request's record (once): counts it and writes its access log line.
+    private func finishRecord(_ outcome: String) {
+        guard var log = requestLog else { return }
+        requestLog = nil
+        log.finish(outcome: outcome, bytesIn: bodyBytes, metrics: services.metrics)
+    }
 
     private func finishIfComplete(context: ChannelHandlerContext) {
         guard requestComplete, responseComplete, case .forwarding = state else { return }
@@ -437,6 +457,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         let closeAfter = close || !keepAlive
         held.releaseAll()
         let body = reply.body(encoding: encoding, allocator: context.channel.allocator)
+        if requestLog == nil {
+            // Refused before a request head was read (a malformed request).
+            requestLog = RequestLog(transport: "http/1.1", peer: context.channel.remoteAddress?.hostPort)
+        }
+        requestLog?.responseStarted(status: Int(reply.status.code))
+        requestLog?.sent(body.readableBytes)
+        finishRecord(RequestLog.outcome(forReply: reason, metrics: services.metrics))
         let head = reply.head(version: requestVersion, encoding: encoding, bodyLength: body.readableBytes, close: closeAfter)
         responseStarted = true
         responseComplete = true
@@ -471,6 +498,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     private func closeNow(context: ChannelHandlerContext) {
+        finishRecord(responseStarted ? "refused" : "client_gone")
         if case .forwarding = state { detachUpstream(abort: true) }
         held.releaseAll()
         state = .closing

@@ -32,6 +32,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var outputPending = false
     /// Request DATA not yet consumed and response DATA not yet sent, per stream, for load shedding.
     private var held: StreamHeldBytes
+    /// The client's address, for the access log.
+    private(set) var peerAddress: String?
 
     init(
         runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
@@ -55,6 +57,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        peerAddress = context.channel.remoteAddress?.hostPort
         flushOutput()  // our SETTINGS
     }
 
@@ -301,6 +304,9 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var authenticatedOnce = false
     /// The tenant of the admitted request, whose byte budget its body is charged to.
     private var ratedTenant: String?
+    /// The access log and metrics facts of this request.
+    private var requestLog: RequestLog
+    private var streamCounted = true
 
     init(streamID: Int32, connection: HTTP2ServerConnection) {
         self.streamID = streamID
@@ -308,6 +314,22 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         self.runtime = connection.runtime
         self.pools = connection.pools
         self.eventLoop = connection.eventLoop
+        self.requestLog = RequestLog(transport: "h2", peer: connection.peerAddress)
+        connection.services.metrics.streamOpened()
+    }
+
+    private var metrics: ProxyMetrics { connection.services.metrics }
+
+    /// Ends this request's record (once): counts it and writes its access log line.
+    private func finishRecord(_ outcome: String) {
+        requestLog.finish(outcome: outcome, bytesIn: bodyBytes, metrics: metrics)
+    }
+
+    /// The client stream is gone from the connection: count it closed (once).
+    private func streamEnded() {
+        guard streamCounted else { return }
+        streamCounted = false
+        metrics.streamClosed()
     }
 
     // MARK: Request
@@ -337,12 +359,14 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         let limits = runtime.limits
 
         if GRPC.isGRPC(contentType: contentType) {
+            requestLog.setTransport("grpc")
             guard let signal = OTLPSignal(grpcPath: path), method == "POST" else {
                 target = .grpc(.traces)
                 reply(.unimplementedMethod, reason: "unknown_method")
                 return
             }
             target = .grpc(signal)
+            requestLog.setSignal(signal)
             scanner = GRPCMessageScanner(maxMessageSize: limits.maxRecvMsgSize)
         } else {
             guard let signal = OTLPSignal(httpTarget: path) else {
@@ -351,6 +375,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
                 return
             }
             target = .http(signal)
+            requestLog.setSignal(signal)
             guard method == "POST" else {
                 reply(.methodNotAllowed, reason: "method")
                 return
@@ -392,12 +417,15 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         switch outcome {
         case .allowed(let allowed):
             decision = allowed
+            requestLog.authenticated(allowed)
         case .refused(let failure):
+            requestLog.authFailed(failure, metrics: metrics)
             connection.logger.info(
                 "request refused", metadata: ["auth.result": "failure", "auth.reason": "\(failure.reason)"])
             reply(.authenticationFailed(failure, challenges: runtime.authenticator.challenges), reason: failure.reason)
             return
         case .unavailable(let reason):
+            requestLog.authUnavailable(reason: reason)
             connection.logger.warning("request not authenticated", metadata: ["auth.reason": "\(reason)"])
             reply(.authenticationUnavailable, reason: reason)
             return
@@ -488,6 +516,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
 
     /// The client reset the stream or the connection went away: cancel upstream work.
     func clientGone() {
+        streamEnded()
+        finishRecord("client_gone")
         cancelTimers()
         switch phase {
         case .h2c(let upstream, let upstreamStreamID):
@@ -502,6 +532,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     func clientStreamClosed(errorCode: HTTP2ErrorCode) {
+        streamEnded()
         if case .finished = phase {
             cancelTimers()
             return
@@ -550,11 +581,14 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             responseTimer = nil
             responseStarted = true
             let status = fields.first { $0.name == ":status" }?.value ?? "200"
+            requestLog.responseStarted(status: Int(status) ?? 0)
+            if endStream { requestLog.grpcStatus(GRPC.status(in: fields.lazy.map { (name: $0.name, value: $0.value) })) }
             var out = [HTTP2HeaderField(name: ":status", value: status)]
             out += runtime.headerPolicy.clientResponseFields(from: fields.lazy.map { (name: $0.name, value: $0.value) })
             if endStream { finishResponse() }
             connection.submitResponse(streamID, fields: out, endStream: endStream)
         case .trailers:
+            requestLog.grpcStatus(GRPC.status(in: fields.lazy.map { (name: $0.name, value: $0.value) }))
             finishResponse()
             connection.submitTrailers(
                 streamID, fields: runtime.headerPolicy.clientResponseFields(from: fields.lazy.map { (name: $0.name, value: $0.value) }))
@@ -564,6 +598,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     func upstreamData(_ data: ByteBuffer, endStream: Bool) {
+        requestLog.sent(data.readableBytes)
         if endStream { finishResponse() }
         connection.submitData(streamID, data, endStream: endStream)
     }
@@ -581,6 +616,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             connection.logger.warning("gRPC upstream stream closed before responding", metadata: ["code": "\(errorCode)"])
             reply(.upstreamUnavailable, reason: "upstream_reset")
         } else {
+            metrics.upstreamError(kind: "reset")
+            finishRecord("upstream_error")
             connection.submitReset(streamID, errorCode: reset && errorCode != .noError ? errorCode : .cancel)
         }
     }
@@ -638,10 +675,12 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             responseTimer?.cancel()
             responseTimer = nil
             responseStarted = true
+            requestLog.responseStarted(status: Int(head.status.code))
             var fields = [HTTP2HeaderField(name: ":status", value: String(head.status.code))]
             fields += runtime.headerPolicy.clientResponseFields(from: head.headers.lazy.map { (name: $0.name, value: $0.value) })
             connection.submitResponse(streamID, fields: fields, endStream: false)
         case .body(let buffer):
+            requestLog.sent(buffer.readableBytes)
             connection.submitData(streamID, buffer, endStream: false)
         case .end:
             // Settle the upstream connection first: ending the client stream can close it at once,
@@ -669,6 +708,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         if !responseStarted {
             reply(.upstreamUnavailable, reason: "upstream_reset")
         } else if !responseComplete {
+            metrics.upstreamError(kind: "reset")
+            finishRecord("upstream_error")
             connection.submitReset(streamID, errorCode: .cancel)
         }
     }
@@ -677,6 +718,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
 
     private func finishResponse() {
         responseComplete = true
+        finishRecord("forwarded")
         cancelTimers()
     }
 
@@ -696,7 +738,9 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             break
         }
         phase = .finished
+        let outcome = RequestLog.outcome(forReply: reason, metrics: metrics)
         guard !responseStarted else {
+            finishRecord(outcome)
             connection.submitReset(streamID, errorCode: .cancel)
             return
         }
@@ -704,9 +748,15 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         responseComplete = true
         switch target {
         case .grpc:
+            requestLog.responseStarted(status: 200)
+            requestLog.grpcStatus(reply.rpcCode)
+            finishRecord(outcome)
             connection.submitResponse(streamID, fields: reply.grpcTrailersOnly, endStream: true)
         case .http:
             let body = reply.body(encoding: encoding, allocator: connection.allocator)
+            requestLog.responseStarted(status: Int(reply.status.code))
+            requestLog.sent(body.readableBytes)
+            finishRecord(outcome)
             var fields = [
                 HTTP2HeaderField(name: ":status", value: String(reply.status.code)),
                 HTTP2HeaderField(name: "content-type", value: encoding == .json ? "application/json" : "application/x-protobuf"),

@@ -1,4 +1,6 @@
 import Foundation
+import NIOConcurrencyHelpers
+import Prometheus
 
 /// One finished request, as the access log and the request metrics see it. Never holds a credential.
 public struct RequestRecord: Sendable {
@@ -8,42 +10,237 @@ public struct RequestRecord: Sendable {
     public var signal: String?
     public var tenant: String?
     public var principal: String?
-    /// HTTP status sent to the client (200 for gRPC).
+    /// HTTP status sent to the client (200 for gRPC); 0 when the client got no status at all.
     public var status: Int
     /// gRPC status sent to the client, when the request was gRPC.
     public var grpcStatus: Int?
-    /// `ok`, `failure` or `none` (refused before authentication).
+    /// `ok`, `failure`, `unavailable` (keys not loaded) or `none` (refused before authentication).
     public var authResult: String
     /// The specific authentication failure reason (`AuthFailure.reason`), never secret.
     public var authReason: String?
     /// `forwarded`, `refused`, `upstream_error`, `limited`, `shed`, `client_gone`.
     public var outcome: String
+    /// Request body bytes received from the client.
     public var bytesIn: Int
+    /// Response body bytes sent to the client.
     public var bytesOut: Int
     public var duration: Duration
     public var peer: String?
+
+    public init(
+        time: Date, transport: String, signal: String? = nil, tenant: String? = nil, principal: String? = nil,
+        status: Int = 0, grpcStatus: Int? = nil, authResult: String = "none", authReason: String? = nil,
+        outcome: String = "refused", bytesIn: Int = 0, bytesOut: Int = 0, duration: Duration = .zero,
+        peer: String? = nil
+    ) {
+        self.time = time
+        self.transport = transport
+        self.signal = signal
+        self.tenant = tenant
+        self.principal = principal
+        self.status = status
+        self.grpcStatus = grpcStatus
+        self.authResult = authResult
+        self.authReason = authReason
+        self.outcome = outcome
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
+        self.duration = duration
+        self.peer = peer
+    }
 }
 
 /// The counters, gauges and histograms of the proxy, and the access log; shared by every connection
 /// and kept across reloads. The exposition (Prometheus text on the admin listener) and the log line
 /// format live here, so the fronts only report facts.
+///
+/// Backed by swift-prometheus' `PrometheusCollectorRegistry` (thread-safe; one registry per
+/// instance, never the process-wide swift-metrics bootstrap, so tests can make as many as they like).
+/// Label values come from fixed sets or from authenticated facts (tenant), never from what an
+/// unauthenticated client sent, so their number stays bounded.
 public final class ProxyMetrics: Sendable {
-    public init() {}
+    /// Every metric name starts with this.
+    public static let prefix = "otlp_auth_proxy"
+    /// Request duration buckets: loopback forwarding is fast; exports to a slow receiver are not.
+    static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
+        .seconds(5), .seconds(10), .seconds(30),
+    ]
 
-    func requestFinished(_ record: RequestRecord) {}
-    func authFailed(method: String, reason: String) {}
-    func upstreamError(kind: String) {}
-    func connectionOpened(listener: String) {}
-    func connectionClosed(listener: String) {}
-    func streamOpened() {}
-    func streamClosed() {}
-    func tlsHandshakeFailed(reason: String) {}
+    public let registry: PrometheusCollectorRegistry
+    private let accessLog: NIOLockedValueBox<AccessLog?>
+    private let openStreams: Gauge
+    private let lastReloadSuccess: Gauge
+    /// The certificate not-after gauges by name, so a reload can drop the ones that went away.
+    private let certificateGauges = NIOLockedValueBox<[String: Gauge]>([:])
+
+    /// - Parameter accessLog: where request lines go; nil writes none.
+    public init(accessLog: AccessLog? = nil) {
+        let registry = PrometheusCollectorRegistry()
+        self.registry = registry
+        self.accessLog = NIOLockedValueBox(accessLog)
+        self.openStreams = registry.makeGauge(
+            descriptor: Self.descriptor("open_streams", unit: "", help: "HTTP/2 client streams open now"), labels: [])
+        self.lastReloadSuccess = registry.makeGauge(
+            descriptor: Self.descriptor(
+                "last_reload_success", unit: "timestamp_seconds",
+                help: "Unix time of the last successful configuration load (start or reload)"),
+            labels: [])
+        lastReloadSuccess.set(Date().timeIntervalSince1970)
+        // Present from the first scrape, so dashboards see zeros rather than absent series.
+        for result in ["success", "failure"] { _ = reloads(result) }
+    }
+
+    /// Replaces the access log (nil turns it off): reload may change `log.access_log` or `log.format`.
+    public func setAccessLog(_ accessLog: AccessLog?) {
+        self.accessLog.withLockedValue { $0 = accessLog }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> String {
+        registry.emitToString()
+    }
+
+    // MARK: Facts the proxy reports
+
+    /// Counts one finished request and writes its access log line.
+    func requestFinished(_ record: RequestRecord) {
+        let signal = record.signal ?? "unknown"
+        counter(
+            "requests", help: "Requests finished, by signal, transport, tenant and outcome",
+            labels: [
+                ("signal", signal), ("transport", record.transport), ("tenant", record.tenant ?? ""),
+                ("outcome", record.outcome),
+            ]
+        ).increment()
+        let perSignal = [("signal", signal), ("transport", record.transport)]
+        registry.makeDurationHistogram(
+            descriptor: Self.descriptor(
+                "request_duration", unit: "seconds", help: "Time from request head to the end of the response"),
+            labels: perSignal, buckets: Self.durationBuckets
+        ).record(record.duration)
+        if record.bytesIn > 0 {
+            counter("received", unit: "bytes_total", help: "Request body bytes received from clients", labels: perSignal)
+                .increment(by: Int64(record.bytesIn))
+        }
+        if record.bytesOut > 0 {
+            counter("sent", unit: "bytes_total", help: "Response body bytes sent to clients", labels: perSignal)
+                .increment(by: Int64(record.bytesOut))
+        }
+        let log = accessLog.withLockedValue { $0 }
+        log?.write(record)
+    }
+
+    /// `method` is the method whose credential failed (`mtls`, `jwt`, `bearer`, `basic`), `none` when no
+    /// usable credential was sent, `policy` when the principal was known but not allowed.
+    func authFailed(method: String, reason: String) {
+        counter(
+            "auth_failures", help: "Requests refused by authentication or authorization",
+            labels: [("method", method), ("reason", reason)]
+        ).increment()
+    }
+
+    /// `kind`: `connect`, `reset`, `timeout`, `stream`.
+    func upstreamError(kind: String) {
+        counter("upstream_errors", help: "Failures talking to the receiver", labels: [("kind", kind)]).increment()
+    }
+
+    func connectionOpened(listener: String) {
+        connections(listener).increment()
+        counter("connections_accepted", help: "Client connections accepted", labels: [("listener", listener)])
+            .increment()
+    }
+
+    func connectionClosed(listener: String) {
+        connections(listener).decrement()
+    }
+
+    func streamOpened() {
+        openStreams.increment()
+    }
+
+    func streamClosed() {
+        openStreams.decrement()
+    }
+
+    func tlsHandshakeFailed(reason: String) {
+        counter("tls_handshake_failures", help: "TLS handshakes that failed, by reason", labels: [("reason", reason)])
+            .increment()
+    }
+
     /// A connection closed at accept (`reason`: `max_connections`).
-    func connectionRefused(listener: String, reason: String) {}
+    func connectionRefused(listener: String, reason: String) {
+        counter(
+            "connections_refused", help: "Client connections closed at accept, by listener and reason",
+            labels: [("listener", listener), ("reason", reason)]
+        ).increment()
+    }
+
     /// A request refused because its tenant was over a rate (`kind`: `requests` or `bytes`).
-    func rateLimited(tenant: String, kind: String) {}
+    func rateLimited(tenant: String, kind: String) {
+        counter(
+            "rate_limited", help: "Requests refused because their tenant was over its rate",
+            labels: [("tenant", tenant), ("kind", kind)]
+        ).increment()
+    }
+
     /// A request refused because the proxy held more than `limits.max_buffered_bytes`.
-    func loadShed() {}
-    public func reloaded(success: Bool, at time: Date) {}
-    public func certificateNotAfter(name: String, notAfter: Date) {}
+    func loadShed() {
+        counter("load_shed", help: "Requests refused to shed load (buffered bytes over the limit)", labels: []).increment()
+    }
+
+    /// A configuration load finished (reload); a success also sets the last-success time.
+    public func reloaded(success: Bool, at time: Date) {
+        reloads(success ? "success" : "failure").increment()
+        if success { lastReloadSuccess.set(time.timeIntervalSince1970) }
+    }
+
+    /// Sets the not-after time of one certificate (`server`, or `client_ca:<subject CN>`).
+    public func certificateNotAfter(name: String, notAfter: Date) {
+        let gauge = certificateGauges.withLockedValue { gauges in
+            if let existing = gauges[name] { return existing }
+            let gauge = registry.makeGauge(
+                descriptor: Self.descriptor(
+                    "certificate_not_after", unit: "timestamp_seconds",
+                    help: "Unix time after which a certificate the proxy uses is no longer valid"),
+                labels: [("certificate", name)])
+            gauges[name] = gauge
+            return gauge
+        }
+        gauge.set(notAfter.timeIntervalSince1970)
+    }
+
+    /// Replaces the whole set of certificate gauges (start and every reload): certificates that are
+    /// no longer configured disappear from the exposition.
+    public func certificatesLoaded(_ certificates: [(name: String, notAfter: Date)]) {
+        let names = Set(certificates.map(\.name))
+        certificateGauges.withLockedValue { gauges in
+            for (name, gauge) in gauges where !names.contains(name) {
+                registry.unregisterGauge(gauge)
+                gauges[name] = nil
+            }
+        }
+        for certificate in certificates { certificateNotAfter(name: certificate.name, notAfter: certificate.notAfter) }
+    }
+
+    // MARK: Helpers
+
+    private func reloads(_ result: String) -> Counter {
+        counter("reloads", help: "Configuration reloads, by result", labels: [("result", result)])
+    }
+
+    private func connections(_ listener: String) -> Gauge {
+        registry.makeGauge(
+            descriptor: Self.descriptor("open_connections", unit: "", help: "Client connections open now"),
+            labels: [("listener", listener)])
+    }
+
+    private func counter(_ name: String, unit: String = "total", help: String, labels: [(String, String)]) -> Counter {
+        registry.makeCounter(descriptor: Self.descriptor(name, unit: unit, help: help), labels: labels)
+    }
+
+    private static func descriptor(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: prefix, metricName: name, unitName: unit, helpText: help)
+    }
 }

@@ -74,6 +74,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A failed handshake: the TLS handler already sent the alert and closes; log the reason.
+        services.metrics.tlsHandshakeFailed(reason: TLSHandshakeFailure.label(error))
         if let tlsError = error as? TLSError, tlsError.kind == .peerVerification {
             logger.info("client certificate rejected", metadata: ["reason": "\(tlsError.description)"])
         } else {

@@ -59,6 +59,12 @@ public final class ProxyServer: Sendable {
         self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
     }
 
+    /// The process-wide metrics and access log.
+    public var metrics: ProxyMetrics { services.metrics }
+
+    /// True once a drain has begun; `/readyz` answers 503 from then on. (Set by the drain logic.)
+    public var isDraining: Bool { false }
+
     /// The runtime new connections use.
     public var runtime: ProxyRuntime { runtimeBox.withLockedValue { $0 } }
 
@@ -66,6 +72,7 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> BoundAddresses {
         services.threadPool.start()
         services.jwks?.start()
+        services.metrics.certificatesLoaded(runtime.certificateExpiries)
         let configuration = runtime.configuration
         let grpc = try await bind(configuration.grpc.endpoint, name: "grpc")
         let http = try await bind(configuration.http.endpoint, name: "http")
@@ -111,6 +118,7 @@ public final class ProxyServer: Sendable {
     private func initializeConnection(_ channel: any Channel, listener: String) throws {
         let runtime = self.runtime
         try admitConnection(channel, listener: listener, runtime: runtime, services: services, logger: logger)
+        services.metrics.connectionOpened(channel, listener: listener)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
         try sync.addHandler(HandshakeTimeoutHandler(timeout: runtime.limits.handshakeTimeout, metrics: services.metrics))

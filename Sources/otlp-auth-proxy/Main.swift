@@ -28,8 +28,10 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try loadConfiguration(config)
-        bootstrapLogging(level: configuration.log.level)
+        bootstrapLogging(level: configuration.log.level, format: configuration.log.format)
         let logger = Logger(label: "otlp-auth-proxy")
+        let metrics = ProxyMetrics(
+            accessLog: configuration.log.accessLog ? AccessLog(format: configuration.log.format) : nil)
 
         let runtime: ProxyRuntime
         do {
@@ -41,17 +43,29 @@ struct RunCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let server: ProxyServer
         do {
-            server = try ProxyServer(runtime: runtime, group: group, logger: logger)
+            server = try ProxyServer(runtime: runtime, group: group, logger: logger, metrics: metrics)
         } catch {
             printError("otlp-auth-proxy: cannot start: \(error)")
             throw ExitCode(1)
         }
+        let admin = configuration.admin.endpoint.map { endpoint in
+            AdminServer(
+                endpoint: endpoint, group: group, metrics: metrics,
+                upstreams: [("upstream.grpc", configuration.upstream.grpc), ("upstream.http", configuration.upstream.http)],
+                isDraining: { server.isDraining }, logger: logger)
+        }
         let service = ListenerService(
             start: {
                 let bound = try await server.start()
-                printReady("proxy ready grpc=\(bound.grpc.hostPort) http=\(bound.http.hostPort)")
+                let adminAddress = try await admin?.start()
+                printReady(
+                    "proxy ready grpc=\(bound.grpc.hostPort) http=\(bound.http.hostPort)"
+                        + (adminAddress.map { " admin=\($0.hostPort)" } ?? ""))
             },
-            stop: { await server.shutdown() })
+            stop: {
+                await server.shutdown()
+                await admin?.shutdown()
+            })
         let serviceGroup = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
@@ -97,7 +111,7 @@ struct SinkCommand: AsyncParsableCommand {
     var grpcListen: String = "127.0.0.1:14317"
 
     func run() async throws {
-        bootstrapLogging(level: "info")
+        bootstrapLogging(level: "info", format: .logfmt)
         let logger = Logger(label: "otlp-auth-proxy.sink")
         guard let endpoint = Endpoint.parse(listen) else {
             printError("sink: --listen \(listen): expected host:port, e.g. 127.0.0.1:14318")
@@ -149,12 +163,11 @@ func loadConfiguration(_ path: String) throws -> ProxyConfiguration {
     }
 }
 
-func bootstrapLogging(level: String) {
+/// Application logs go to stderr in `log.format`, like the access log.
+func bootstrapLogging(level: String, format: ProxyConfiguration.Log.Format) {
     let level = Logger.Level(rawValue: level) ?? .info
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        StructuredLogHandler(label: label, level: level, format: format)
     }
 }
 

@@ -254,6 +254,7 @@ def write_auth_config(
         "http": {"endpoint": "127.0.0.1:0"},
         "tls": {"cert_file": str(certs / "server.crt"), "key_file": str(certs / "server.key"), **(tls or {})},
         "upstream": {"grpc": f"127.0.0.1:{sink.require_grpc_port()}", "http": f"127.0.0.1:{sink.port}"},
+        "admin": {"endpoint": "127.0.0.1:0"},
         "auth": auth,
         "tenant": {"header": "X-Scope-OrgID", **(tenant or {})},
     }

@@ -35,7 +35,10 @@ for _variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
 READY_TIMEOUT = 20.0
 # The sink prints `sink ready http=H:P`, and `... grpc=H:P` once it serves OTLP/gRPC too.
 SINK_READY = re.compile(r"^sink ready http=(?P<host>\S+):(?P<port>\d+)(?: grpc=(?P<ghost>\S+):(?P<gport>\d+))?$")
-PROXY_READY = re.compile(r"^proxy ready grpc=(?P<ghost>\S+):(?P<gport>\d+) http=(?P<host>\S+):(?P<port>\d+)$")
+PROXY_READY = re.compile(
+    r"^proxy ready grpc=(?P<ghost>\S+):(?P<gport>\d+) http=(?P<host>\S+):(?P<port>\d+)"
+    r"(?: admin=(?P<ahost>\S+):(?P<aport>\d+))?$"
+)
 
 
 def binary_path() -> Path:
@@ -160,6 +163,13 @@ class Proxy(Service):
     def grpc_port(self) -> int:
         return int(self.match.group("gport"))
 
+    @property
+    def admin_url(self) -> str:
+        """The plaintext admin listener (`/metrics`, `/healthz`, `/readyz`)."""
+        port = self.match.group("aport")
+        assert port is not None, "this proxy runs without an admin listener"
+        return f"http://127.0.0.1:{port}"
+
 
 @dataclass(frozen=True, repr=False)
 class Tokens:
@@ -209,6 +219,7 @@ tls: {{ cert_file: {cert}, key_file: {key}, min_version: "{min_version}" }}
 upstream: {{ grpc: "127.0.0.1:{grpc_upstream_port}", http: "127.0.0.1:{upstream_port}", timeout: {upstream_timeout} }}
 auth: {{ bearer: {{ tokens_file: {tokens} }} }}
 tenant: {{ header: X-Scope-OrgID }}
+admin: {{ endpoint: "127.0.0.1:0" }}
 """
     )
     return config

@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import ProxyConfig
+
+/// Writes one line per finished request, in JSON or logfmt. The line holds only the fields of
+/// `RequestRecord`, which never carries a credential (no header value is ever copied into it).
+public struct AccessLog: Sendable {
+    public typealias Format = ProxyConfiguration.Log.Format
+
+    public var format: Format
+    /// Receives each complete line, without the trailing newline.
+    public var sink: @Sendable (String) -> Void
+
+    public init(format: Format, sink: @escaping @Sendable (String) -> Void = LogOutput.standardError) {
+        self.format = format
+        self.sink = sink
+    }
+
+    public func write(_ record: RequestRecord) {
+        sink(Self.line(record, format: format))
+    }
+
+    /// The access log line of `record`; fields in a fixed order, absent values left out.
+    public static func line(_ record: RequestRecord, format: Format) -> String {
+        var fields: [(String, LogValue)] = [
+            ("time", .string(LogLine.timestamp(record.time))),
+            ("msg", .string("request")),
+            ("transport", .string(record.transport)),
+        ]
+        if let signal = record.signal { fields.append(("signal", .string(signal))) }
+        if let tenant = record.tenant { fields.append(("tenant", .string(tenant))) }
+        if let principal = record.principal { fields.append(("principal", .string(principal))) }
+        fields.append(("status", .number(record.status)))
+        if let grpcStatus = record.grpcStatus { fields.append(("grpc_status", .number(grpcStatus))) }
+        fields.append(("auth_result", .string(record.authResult)))
+        if let reason = record.authReason { fields.append(("auth_reason", .string(reason))) }
+        fields.append(("outcome", .string(record.outcome)))
+        fields.append(("bytes_in", .number(record.bytesIn)))
+        fields.append(("bytes_out", .number(record.bytesOut)))
+        let (seconds, attoseconds) = record.duration.components
+        let milliseconds = Double(seconds) * 1000 + Double(attoseconds) / 1e15
+        fields.append(("duration_ms", .decimal((milliseconds * 1000).rounded() / 1000)))
+        if let peer = record.peer { fields.append(("peer", .string(peer))) }
+        return LogLine.render(fields, format: format)
+    }
+}
+
+/// A field value in a log line: numbers are written bare in JSON, strings quoted.
+public enum LogValue: Sendable, Equatable {
+    case string(String)
+    case number(Int)
+    case decimal(Double)
+}
+
+/// Renders log lines as JSON objects or logfmt, escaping every value so a line is always one line.
+public enum LogLine {
+    public static func render(_ fields: [(String, LogValue)], format: AccessLog.Format) -> String {
+        var out = ""
+        switch format {
+        case .json:
+            out.append("{")
+            for (index, (key, value)) in fields.enumerated() {
+                if index > 0 { out.append(",") }
+                out.append(jsonString(key))
+                out.append(":")
+                switch value {
+                case .string(let text): out.append(jsonString(text))
+                case .number(let number): out.append(String(number))
+                case .decimal(let number): out.append(decimal(number))
+                }
+            }
+            out.append("}")
+        case .logfmt:
+            for (index, (key, value)) in fields.enumerated() {
+                if index > 0 { out.append(" ") }
+                out.append(logfmtKey(key))
+                out.append("=")
+                switch value {
+                case .string(let text): out.append(logfmtValue(text))
+                case .number(let number): out.append(String(number))
+                case .decimal(let number): out.append(decimal(number))
+                }
+            }
+        }
+        return out
+    }
+
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
+    public static func timestamp(_ date: Date) -> String {
+        let interval = date.timeIntervalSince1970
+        var seconds = time_t(interval.rounded(.down))
+        let millis = min(999, Int((interval - Double(seconds)) * 1000))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    }
+
+    static func decimal(_ value: Double) -> String {
+        value.isFinite ? String(value) : "0"
+    }
+
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out.append("\\\"")
+            case "\\": out.append("\\\\")
+            case "\n": out.append("\\n")
+            case "\r": out.append("\\r")
+            case "\t": out.append("\\t")
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x2028 || scalar.value == 0x2029 {
+                    out.append(String(format: "\\u%04x", scalar.value))
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out.append("\"")
+        return out
+    }
+
+    /// Keys are the proxy's own, but metadata keys from libraries may hold anything: keep key characters only.
+    static func logfmtKey(_ key: String) -> String {
+        let cleaned = String(key.unicodeScalars.map { scalar -> Character in
+            let c = Character(scalar)
+            return scalar.isASCII && (c.isLetter || c.isNumber || c == "_" || c == "." || c == "-") ? c : "_"
+        })
+        return cleaned.isEmpty ? "_" : cleaned
+    }
+
+    static func logfmtValue(_ text: String) -> String {
+        let needsQuotes = text.isEmpty || text.unicodeScalars.contains { scalar in
+            scalar == " " || scalar == "=" || scalar == "\"" || scalar == "\\" || scalar.value < 0x20 || scalar.value == 0x7F
+        }
+        guard needsQuotes else { return text }
+        // The JSON escaping rules are what logfmt parsers accept inside quotes.
+        return jsonString(text)
+    }
+}
+
+/// Where log lines go. Whole lines are written with one `write` under a lock, so lines from
+/// different threads never interleave.
+public enum LogOutput {
+    private static let lock = NIOLock()
+
+    public static let standardError: @Sendable (String) -> Void = { line in
+        let bytes = Array((line + "\n").utf8)
+        lock.withLock {
+            bytes.withUnsafeBytes { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    let written = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                    if written <= 0 {
+                        if written < 0 && errno == EINTR { continue }
+                        return
+                    }
+                    offset += written
+                }
+            }
+        }
+    }
+}
+
+/// A swift-log handler that writes the application logs in the same format as the access log:
+/// time, level, logger label, message, then the metadata (which the proxy never fills with secrets).
+public struct StructuredLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    private let label: String
+    private let format: AccessLog.Format
+    private let sink: @Sendable (String) -> Void
+
+    public init(
+        label: String, level: Logger.Level, format: AccessLog.Format,
+        sink: @escaping @Sendable (String) -> Void = LogOutput.standardError
+    ) {
+        self.label = label
+        self.logLevel = level
+        self.format = format
+        self.sink = sink
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
+        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        var fields: [(String, LogValue)] = [
+            ("time", .string(LogLine.timestamp(Date()))),
+            ("level", .string(event.level.rawValue)),
+            ("logger", .string(label)),
+            ("msg", .string(event.message.description)),
+        ]
+        for key in merged.keys.sorted() {
+            fields.append((key, .string(Self.text(merged[key]!))))
+        }
+        sink(LogLine.render(fields, format: format))
+    }
+
+    private static func text(_ value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let text): return text
+        case .stringConvertible(let value): return value.description
+        case .array(let values): return "[" + values.map(text).joined(separator: ",") + "]"
+        case .dictionary(let values):
+            return "{" + values.keys.sorted().map { "\($0)=\(text(values[$0]!))" }.joined(separator: ",") + "}"
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import ProxyAuth
+import XCTest
+
+@testable import ProxyCore
+
+/// Collects log lines written to a sink, for assertions.
+final class LineCollector: Sendable {
+    private let box = NIOLockedValueBox<[String]>([])
+    var lines: [String] { box.withLockedValue { $0 } }
+    var sink: @Sendable (String) -> Void { { [box] line in box.withLockedValue { $0.append(line) } } }
+}
+
+/// Pulls one sample's value out of Prometheus text: `name{labels} value`, labels in any order.
+func sample(_ exposition: String, _ name: String, _ labels: [String: String] = [:]) -> Double? {
+    for line in exposition.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " ") else { continue }
+        let series = line[..<space]
+        let value = Double(line[line.index(after: space)...])
+        let seriesName: Substring
+        var seriesLabels: [String: String] = [:]
+        if let brace = series.firstIndex(of: "{") {
+            seriesName = series[..<brace]
+            let inner = series[series.index(after: brace)..<series.index(before: series.endIndex)]
+            for pair in inner.split(separator: ",") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2 else { continue }
+                seriesLabels[String(parts[0])] = String(parts[1].dropFirst().dropLast())
+            }
+        } else {
+            seriesName = series
+        }
+        if seriesName == name && seriesLabels == labels { return value }
+    }
+    return nil
+}
+
+final class MetricsTests: XCTestCase {
+    private func record(outcome: String = "forwarded", tenant: String? = "team-a") -> RequestRecord {
+        RequestRecord(
+            time: Date(timeIntervalSince1970: 1_700_000_000.25), transport: "grpc", signal: "traces", tenant: tenant,
+            principal: "token:ci-runner", status: 200, grpcStatus: 0, authResult: "ok", outcome: outcome,
+            bytesIn: 120, bytesOut: 5, duration: .milliseconds(30), peer: "127.0.0.1:50000")
+    }
+
+    func testRequestFinished_CountsBySignalTransportTenantOutcome() {
+        let metrics = ProxyMetrics()
+        metrics.requestFinished(record())
+        metrics.requestFinished(record())
+        metrics.requestFinished(record(outcome: "refused", tenant: nil))
+        let text = metrics.exposition()
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_requests_total",
+                   ["signal": "traces", "transport": "grpc", "tenant": "team-a", "outcome": "forwarded"]), 2)
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_requests_total",
+                   ["signal": "traces", "transport": "grpc", "tenant": "", "outcome": "refused"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "traces", "transport": "grpc"]), 360)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_sent_bytes_total", ["signal": "traces", "transport": "grpc"]), 15)
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_request_duration_seconds_count", ["signal": "traces", "transport": "grpc"]), 3)
+        // 30 ms lands in the 50 ms bucket but not the 25 ms one.
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_request_duration_seconds_bucket",
+                   ["signal": "traces", "transport": "grpc", "le": "0.05"]), 3)
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_request_duration_seconds_bucket",
+                   ["signal": "traces", "transport": "grpc", "le": "0.025"]), 0)
+    }
+
+    func testReloads_CountedByResult_LastSuccessTime() {
+        let metrics = ProxyMetrics()
+        XCTAssertEqual(sample(metrics.exposition(), "otlp_auth_proxy_reloads_total", ["result": "failure"]), 0)
+        metrics.reloaded(success: false, at: Date(timeIntervalSince1970: 10))
+        metrics.reloaded(success: true, at: Date(timeIntervalSince1970: 2_000_000_000))
+        let text = metrics.exposition()
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_reloads_total", ["result": "failure"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_reloads_total", ["result": "success"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_last_reload_success_timestamp_seconds"), 2_000_000_000)
+    }
+
+    func testCertificatesLoaded_ReplacesTheSet() {
+        let metrics = ProxyMetrics()
+        metrics.certificatesLoaded([("server", Date(timeIntervalSince1970: 100)), ("client_ca:old", Date(timeIntervalSince1970: 200))])
+        metrics.certificatesLoaded([("server", Date(timeIntervalSince1970: 300))])
+        let text = metrics.exposition()
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_certificate_not_after_timestamp_seconds", ["certificate": "server"]), 300)
+        XCTAssertNil(sample(text, "otlp_auth_proxy_certificate_not_after_timestamp_seconds", ["certificate": "client_ca:old"]))
+    }
+
+    func testConnectionsStreamsAndFailures_GaugesAndCounters() {
+        let metrics = ProxyMetrics()
+        metrics.connectionOpened(listener: "grpc")
+        metrics.connectionOpened(listener: "grpc")
+        metrics.connectionClosed(listener: "grpc")
+        metrics.streamOpened()
+        metrics.tlsHandshakeFailed(reason: "client_certificate")
+        metrics.upstreamError(kind: "connect")
+        metrics.authFailed(method: "bearer", reason: "unknown_token")
+        let text = metrics.exposition()
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_open_connections", ["listener": "grpc"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_connections_accepted_total", ["listener": "grpc"]), 2)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_open_streams"), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_tls_handshake_failures_total", ["reason": "client_certificate"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_upstream_errors_total", ["kind": "connect"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_auth_failures_total", ["method": "bearer", "reason": "unknown_token"]), 1)
+    }
+
+    func testRequestFinished_WritesOneAccessLogLine_UntilTurnedOff() {
+        let lines = LineCollector()
+        let metrics = ProxyMetrics(accessLog: AccessLog(format: .json, sink: lines.sink))
+        metrics.requestFinished(record())
+        XCTAssertEqual(lines.lines.count, 1)
+        metrics.setAccessLog(nil)
+        metrics.requestFinished(record())
+        XCTAssertEqual(lines.lines.count, 1)
+    }
+
+    func testReplyReason_UpstreamCountedByKind() {
+        let metrics = ProxyMetrics()
+        XCTAssertEqual(RequestLog.outcome(forReply: "upstream_timeout", metrics: metrics), "upstream_error")
+        XCTAssertEqual(RequestLog.outcome(forReply: "unknown_token", metrics: metrics), "refused")
+        XCTAssertEqual(sample(metrics.exposition(), "otlp_auth_proxy_upstream_errors_total", ["kind": "timeout"]), 1)
+    }
+
+    func testAuthFailureMethodLabel_ByCredentialKind() {
+        XCTAssertEqual(AuthFailure.unknownToken.methodLabel, "bearer")
+        XCTAssertEqual(AuthFailure.wrongPassword.methodLabel, "basic")
+        XCTAssertEqual(AuthFailure.missingCredential.methodLabel, "none")
+        XCTAssertEqual(AuthFailure.tenantNotAllowed.methodLabel, "policy")
+        XCTAssertEqual(AuthFailure.certificateIdentityMissing.methodLabel, "mtls")
+    }
+}
+
+final class AccessLogTests: XCTestCase {
+    private let record = RequestRecord(
+        time: Date(timeIntervalSince1970: 1_700_000_000.25), transport: "http/1.1", signal: "logs", tenant: "team \"a\"",
+        principal: "user:alice\nforged=1", status: 401, authResult: "failure", authReason: "wrong_password",
+        outcome: "refused", bytesIn: 10, bytesOut: 42, duration: .microseconds(1500), peer: "[::1]:4000")
+
+    func testJSON_ParsesWithEveryField() throws {
+        let line = AccessLog.line(record, format: .json)
+        XCTAssertFalse(line.contains("\n"))
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        XCTAssertEqual(object["time"] as? String, "2023-11-14T22:13:20.250Z")
+        XCTAssertEqual(object["tenant"] as? String, "team \"a\"")
+        XCTAssertEqual(object["principal"] as? String, "user:alice\nforged=1")
+        XCTAssertEqual(object["status"] as? Int, 401)
+        XCTAssertEqual(object["auth_result"] as? String, "failure")
+        XCTAssertEqual(object["auth_reason"] as? String, "wrong_password")
+        XCTAssertEqual(object["bytes_out"] as? Int, 42)
+        XCTAssertEqual(object["duration_ms"] as? Double, 1.5)
+        XCTAssertEqual(object["peer"] as? String, "[::1]:4000")
+        XCTAssertNil(object["grpc_status"], "absent facts are left out")
+    }
+
+    func testLogfmt_QuotesAndEscapes_StaysOneLine() {
+        let line = AccessLog.line(record, format: .logfmt)
+        XCTAssertFalse(line.contains("\n"))
+        XCTAssertTrue(line.hasPrefix("time=2023-11-14T22:13:20.250Z msg=request transport=http/1.1 signal=logs "), line)
+        XCTAssertTrue(line.contains(#"tenant="team \"a\"""#), line)
+        XCTAssertTrue(line.contains(#"principal="user:alice\nforged=1""#), line)
+        XCTAssertTrue(line.contains(" status=401 "), line)
+        XCTAssertFalse(line.contains(" forged=1"), "a value cannot inject a field")
+    }
+
+    func testStructuredLogHandler_JSONWithMetadata() throws {
+        let lines = LineCollector()
+        let handler = StructuredLogHandler(label: "proxy", level: .info, format: .json, sink: lines.sink)
+        var logger = Logger(label: "proxy", factory: { _ in handler })
+        logger[metadataKey: "listener"] = "grpc"
+        logger.debug("hidden")
+        logger.info("listening", metadata: ["port": "4317"])
+        XCTAssertEqual(lines.lines.count, 1)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines.lines[0].utf8)) as? [String: Any])
+        XCTAssertEqual(object["msg"] as? String, "listening")
+        XCTAssertEqual(object["level"] as? String, "info")
+        XCTAssertEqual(object["listener"] as? String, "grpc")
+        XCTAssertEqual(object["port"] as? String, "4317")
+    }
+}
