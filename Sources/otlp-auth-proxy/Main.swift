@@ -7,6 +7,7 @@ import ProxyConfig
 import ProxyCore
 import ProxySink
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct OTLPAuthProxyCommand: AsyncParsableCommand {
@@ -46,14 +47,27 @@ struct RunCommand: AsyncParsableCommand {
             printError("otlp-auth-proxy: cannot start: \(error)")
             throw ExitCode(1)
         }
+        // Trapped before the ready line, so an early SIGHUP reloads instead of ending the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let service = ListenerService(
             start: {
                 let bound = try await server.start()
                 printReady("proxy ready grpc=\(bound.grpc.hostPort) http=\(bound.http.hostPort)")
             },
-            stop: { await server.shutdown() })
+            stop: {
+                // The drain timeout of the configuration being served: a reload may have changed it.
+                await server.drain(timeout: server.runtime.configuration.shutdown.drainTimeout)
+                await server.shutdown()
+            })
+        let path = configuration.sourceFile ?? config
+        // The group stops services in reverse order: reload triggers first, the listeners (draining) last.
+        let services: [any Service] = [
+            service,
+            ReloadSignalService(signals: hangups, server: server, configurationFile: path, logger: logger),
+            ConfigurationWatcher(server: server, configurationFile: path, logger: logger),
+        ]
         let serviceGroup = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await serviceGroup.run()
         } catch {
