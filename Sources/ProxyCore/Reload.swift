@@ -56,7 +56,8 @@ extension ProxyServer {
         do {
             configuration = try load()
         } catch let error as ConfigurationError {
-            return fail(error.source, error.description)
+            // One log line: the problems joined, each naming its key.
+            return fail(error.source, error.problems.map(\.description).joined(separator: "; "))
         } catch {
             return fail(source, "\(error)")
         }
