@@ -1,6 +1,6 @@
 """Reload and drain with real processes: SIGHUP and file-watch reloads while OpenTelemetry SDK
 exporters send, certificate rotation through a Kubernetes-style symlink swap, broken reloads that
-keep the old state, and SIGTERM while slow requests are in flight."""
+keep the old state, JWKS keys across reloads, and SIGTERM while slow requests are in flight."""
 
 from __future__ import annotations
 
@@ -20,7 +20,19 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from auth_helpers import DAY, NOW, Authority, _pem_cert, _pem_key
+from auth_helpers import (
+    DAY,
+    NOW,
+    Authority,
+    JWKSServer,
+    SigningKey,
+    _pem_cert,
+    _pem_key,
+    bearer,
+    claims,
+    jwks,
+    post_otlp,
+)
 from conftest import Proxy, Sink, start_proxy_process
 from grpc_helpers import grpc_span_exporter
 from otel_helpers import make_spans, span_exporter
@@ -344,3 +356,58 @@ def test_sigterm_with_request_past_drain_timeout_exits_0_at_deadline(binary, tmp
     assert code == 0, proxy.describe()
     assert 0.9 < elapsed < 6, elapsed
     assert "drain timeout reached" in proxy.logs()
+
+
+def test_reload_keeps_jwks_keys_of_unchanged_provider_and_fetches_a_changed_one(
+    binary, tmp_path, tokens_file, sink, pki
+):
+    _, ca_file = pki
+    issuer = "https://idp.reload.test/"
+    first_key, second_key = SigningKey.es256("first"), SigningKey.es256("second")
+    first_idp = JWKSServer(tmp_path / "idp1", jwks(first_key))
+    second_idp = JWKSServer(tmp_path / "idp2", jwks(second_key))
+
+    def provider(idp: JWKSServer) -> dict:
+        return {"name": "corp", "issuer": issuer, "audiences": ["otlp-ingest"], "algorithms": ["ES256"],
+                "jwks_url": idp.jwks_url, "jwks_ca_file": str(idp.ca_file), "tenant_claim": "tenant"}
+
+    mount = SecretMount(tmp_path / "secret", pki[0])
+
+    def configure(idp: JWKSServer) -> Path:
+        return write_config(
+            tmp_path, mount.directory, tokens_file, sink.port, sink.require_grpc_port(),
+            auth={"methods": ["jwt"], "jwt": {"providers": [provider(idp)]}},
+            reload={"watch_interval": "0s"},
+        )
+
+    def status(key: SigningKey) -> int:
+        token = key.sign(claims(issuer, sub="svc", tenant="team-jwt"))
+        return post_otlp(proxy, ca_file, headers=bearer(token)).status
+
+    proxy = start_proxy_process(binary, configure(first_idp))
+    try:
+        deadline = time.monotonic() + 10
+        while status(first_key) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status(first_key) == 200
+
+        # Same provider, same key source: the reloaded provider starts with the keys it had, so
+        # tokens keep verifying even while the IdP is unreachable.
+        first_idp.stop()
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for_log(proxy, RELOADED, 1)
+        assert status(first_key) == 200, proxy.describe()
+
+        # The key source changed: the provider fetches from the new one at once.
+        configure(second_idp)
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for_log(proxy, RELOADED, 2)
+        deadline = time.monotonic() + 10
+        while status(second_key) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status(second_key) == 200
+        assert second_idp.fetch_count() >= 1
+        assert status(first_key) == 401, "keys of the old source do not follow the provider to a new source"
+    finally:
+        proxy.stop()
+        second_idp.stop()
