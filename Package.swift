@@ -75,6 +75,7 @@ let package = Package(
             dependencies: [
                 "ProxyCore", "ProxyConfig", "ProxySink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),

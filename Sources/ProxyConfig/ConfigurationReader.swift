@@ -5,7 +5,7 @@ import Yams
 /// every other key, and uses this table to suggest the key a typo was meant to be.
 enum Schema {
     static let sections: [(path: String, keys: [String])] = [
-        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log", "admin", "limits"]),
+        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log", "admin", "limits", "reload", "shutdown"]),
         ("grpc", ["endpoint", "max_recv_msg_size"]),
         ("http", ["endpoint", "max_request_body_size", "max_header_bytes", "max_header_count", "idle_timeout"]),
         ("tls", ["cert_file", "key_file", "min_version", "client_ca_file", "client_auth", "crl_file", "verify_depth"]),
@@ -27,6 +27,8 @@ enum Schema {
         ("limits", ["max_connections", "handshake_timeout", "max_buffered_bytes", "tenant_rate"]),
         ("limits.tenant_rate", ["requests_per_second", "bytes_per_second", "burst_seconds", "overrides"]),
         ("limits.tenant_rate.overrides.<tenant>", ["requests_per_second", "bytes_per_second"]),
+        ("reload", ["watch_interval"]),
+        ("shutdown", ["drain_timeout"]),
     ]
 
     /// Sections that are the entries of a list (`auth.jwt.providers[0]`), by their schema path.
@@ -146,13 +148,17 @@ struct ConfigurationReader {
 
         let admin = readAdmin(section(in: top, "admin"), listeners: [("grpc.endpoint", grpc.endpoint), ("http.endpoint", http.endpoint)])
         let limits = readLimits(section(in: top, "limits"))
+        let (reload, shutdown) = readOperations(top)
 
         checkListeners(grpc: grpc.endpoint, http: http.endpoint)
         checkUpstreams(upstream, listeners: [("grpc.endpoint", grpc.endpoint), ("http.endpoint", http.endpoint)])
 
-        return ProxyConfiguration(
+        var configuration = ProxyConfiguration(
             grpc: grpc, http: http, tls: tls, upstream: upstream, auth: auth, tenant: tenant, log: log,
             admin: admin, limits: limits)
+        configuration.reload = reload
+        configuration.shutdown = shutdown
+        return configuration
     }
 
     /// `admin.endpoint`: "" turns the listener off; otherwise it must not share a port with an OTLP listener.

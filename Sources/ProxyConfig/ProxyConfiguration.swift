@@ -433,6 +433,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var admin: Admin
     /// Key `limits`: connections, handshakes, buffered bytes and per-tenant rates.
     public var limits: Limits
+    /// Key `reload`.
+    public var reload = Reload()
+    /// Key `shutdown`.
+    public var shutdown = Shutdown()
     /// The file the configuration was loaded from (absolute), or nil when parsed from text.
     public var sourceFile: String?
 

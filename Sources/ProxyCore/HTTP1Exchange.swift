@@ -57,6 +57,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private var readsHeld = false
     private var pendingRead = false
+    /// The server is draining: every response says `Connection: close` and the connection closes after it.
+    private var draining = false
 
     /// Queued request parts, counted for load shedding (`limits.max_buffered_bytes`).
     private var held: HeldBytes
@@ -100,7 +102,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             return
         }
         requestVersion = head.version
-        keepAlive = head.isKeepAlive
+        keepAlive = head.isKeepAlive && !draining
         encoding = OTLPEncoding(contentType: head.headers.first(name: "content-type"))
         bodyBytes = 0
         ratedTenant = nil
@@ -306,6 +308,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
+            if case .idle = state { closeNow(context: context) }
+            return
+        }
+        if event is ProxyDrainEvent {
+            // The request in progress (if any) finishes with `Connection: close`; an idle connection goes now.
+            draining = true
+            keepAlive = false
             if case .idle = state { closeNow(context: context) }
             return
         }

@@ -34,6 +34,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var held: StreamHeldBytes
     /// The client's address, for the access log.
     private(set) var peerAddress: String?
+    /// The server is draining: the shutdown notice went out, the final GOAWAY follows.
+    private var draining = false
 
     init(
         runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
@@ -106,6 +108,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             if exchanges.isEmpty { closeConnection(sendGoaway: true) }
             return
         }
+        if event is ProxyDrainEvent {
+            startDraining(context: context)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -117,6 +123,25 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
         closing = true
         context.close(mode: mode, promise: promise)
+    }
+
+    /// How long after the shutdown notice the final GOAWAY goes out: streams the client opened before
+    /// it saw the notice (about one round trip) are still served.
+    static let finalGoawayDelay: TimeAmount = .seconds(1)
+
+    /// Graceful shutdown of this connection (RFC 9113 §6.8): a GOAWAY announcing the shutdown, then,
+    /// a round trip later, the final GOAWAY naming the last stream served. Streams in flight finish;
+    /// the connection closes when the last one ends (the session then wants neither read nor write).
+    private func startDraining(context: ChannelHandlerContext) {
+        guard !closing, !draining else { return }
+        draining = true
+        session.submitShutdownNotice()
+        flushOutput(force: true)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.finalGoawayDelay) { [self] in
+            guard !closing else { return }
+            session.submitGoaway(errorCode: .noError)
+            flushOutput(force: true)
+        }
     }
 
     /// Events are handled by one loop at a time: work done while handling (a submit that drains

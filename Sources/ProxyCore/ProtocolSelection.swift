@@ -15,6 +15,8 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
     private let pools: UpstreamPools
     private let services: ProxyServices
     private let logger: Logger
+    /// A drain started during the handshake: the front gets the event once installed.
+    private var draining = false
 
     init(runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, logger: Logger) {
         self.runtime = runtime
@@ -24,6 +26,10 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ProxyDrainEvent {
+            draining = true
+            return
+        }
         guard let event = event as? TLSServerEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -38,6 +44,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                         HTTP2ServerConnection(
                             runtime: runtime, pools: pools, services: services, peerCertificate: peerCertificate,
                             logger: logger))
+                    if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                     sync.removeHandler(context: context, promise: nil)
                 } catch {
                     context.close(promise: nil)
@@ -65,6 +72,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                     HTTP1ExchangeHandler(
                         runtime: runtime, pool: pools.http(on: context.eventLoop), services: services,
                         peerCertificate: peerCertificate, logger: logger))
+                if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             } catch {
                 context.close(promise: nil)

@@ -8,7 +8,7 @@ import ProxyTLS
 /// the TLS context, the authenticator, the header rules and the limits.
 ///
 /// Immutable once built. Building it reads every file and checks every credential, so it happens off
-/// the event loops; reload (a later issue) builds a new one and swaps it in, while open connections
+/// the event loops; reload (Reload.swift) builds a new one and swaps it in, while open connections
 /// keep the one they started with.
 public final class ProxyRuntime: Sendable {
     /// The limits an exchange enforces, converted once from the configuration.

@@ -18,12 +18,16 @@ public final class ProxyServer: Sendable {
         public var http: SocketAddress
     }
 
-    private let group: any EventLoopGroup
-    private let logger: Logger
-    private let runtimeBox: NIOLockedValueBox<ProxyRuntime>
+    let group: any EventLoopGroup
+    let logger: Logger
+    let runtimeBox: NIOLockedValueBox<ProxyRuntime>
     private let pools: UpstreamPools
     let services: ProxyServices
     private let channels = NIOLockedValueBox<[any Channel]>([])
+    /// Open client connections, for the drain (Drain.swift).
+    let connections = ConnectionRegistry()
+    /// Held while a reload builds and swaps a runtime (Reload.swift), so reloads run one at a time.
+    let reloadLock = NIOLock()
 
     public init(
         runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
@@ -34,36 +38,14 @@ public final class ProxyServer: Sendable {
         self.pools = try UpstreamPools(upstream: runtime.configuration.upstream, group: group)
         // Password hashing is slow on purpose: it runs here, never on an event loop.
         let threadPool = NIOThreadPool(numberOfThreads: 2)
-        var sources: [JWKSRefresher.Source] = []
-        var clientContexts: [String: TLSClientContext] = [:]
-        for remote in runtime.remoteKeySources {
-            let key = remote.caFile ?? ""
-            let context: TLSClientContext
-            if let existing = clientContexts[key] {
-                context = existing
-            } else {
-                do {
-                    context = try TLSClientContext(caFile: remote.caFile)
-                } catch {
-                    throw StartupError(message: "jwt provider \(remote.provider.settings.name) jwks_ca_file: \(error)")
-                }
-                clientContexts[key] = context
-            }
-            sources.append(
-                JWKSRefresher.Source(
-                    provider: remote.provider, location: remote.location,
-                    fetcher: HTTPSFetcher(group: group, tlsContext: context), refreshInterval: remote.refreshInterval))
-        }
-        let jwks = sources.isEmpty
-            ? nil : JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
+        let sources = try Self.keySources(runtime.remoteKeySources, group: group)
+        // Always present, even without remote key sources: a reload may add some.
+        let jwks = JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
         self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
     }
 
     /// The process-wide metrics and access log.
     public var metrics: ProxyMetrics { services.metrics }
-
-    /// True once a drain has begun; `/readyz` answers 503 from then on. (Set by the drain logic.)
-    public var isDraining: Bool { false }
 
     /// The runtime new connections use.
     public var runtime: ProxyRuntime { runtimeBox.withLockedValue { $0 } }
@@ -81,6 +63,14 @@ public final class ProxyServer: Sendable {
 
     /// Stops accepting, closes the listeners and the idle upstream connections.
     public func shutdown() async {
+        await closeListeners()
+        services.jwks?.stop()
+        await pools.closeAll()
+        try? await services.threadPool.shutdownGracefully()
+    }
+
+    /// Closes the listening sockets; open connections stay.
+    func closeListeners() async {
         let listeners = channels.withLockedValue { channels in
             defer { channels.removeAll() }
             return channels
@@ -88,9 +78,6 @@ public final class ProxyServer: Sendable {
         for channel in listeners {
             try? await channel.close()
         }
-        services.jwks?.stop()
-        await pools.closeAll()
-        try? await services.threadPool.shutdownGracefully()
     }
 
     private func bind(_ endpoint: Endpoint, name: String) async throws -> SocketAddress {
@@ -116,6 +103,7 @@ public final class ProxyServer: Sendable {
 
     /// Runs on the connection's event loop.
     private func initializeConnection(_ channel: any Channel, listener: String) throws {
+        guard connections.register(channel) else { throw DrainingError() }
         let runtime = self.runtime
         try admitConnection(channel, listener: listener, runtime: runtime, services: services, logger: logger)
         services.metrics.connectionOpened(channel, listener: listener)

@@ -7,6 +7,7 @@ import ProxyConfig
 import ProxyCore
 import ProxySink
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct OTLPAuthProxyCommand: AsyncParsableCommand {
@@ -54,6 +55,8 @@ struct RunCommand: AsyncParsableCommand {
                 upstreams: [("upstream.grpc", configuration.upstream.grpc), ("upstream.http", configuration.upstream.http)],
                 isDraining: { server.isDraining }, logger: logger)
         }
+        // Trapped before the ready line, so an early SIGHUP reloads instead of ending the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let service = ListenerService(
             start: {
                 let bound = try await server.start()
@@ -63,11 +66,21 @@ struct RunCommand: AsyncParsableCommand {
                         + (adminAddress.map { " admin=\($0.hostPort)" } ?? ""))
             },
             stop: {
+                // The drain timeout of the configuration being served: a reload may have changed it.
+                // The admin listener stays up meanwhile, so /readyz reports the drain.
+                await server.drain(timeout: server.runtime.configuration.shutdown.drainTimeout)
                 await server.shutdown()
                 await admin?.shutdown()
             })
+        let path = configuration.sourceFile ?? config
+        // The group stops services in reverse order: reload triggers first, the listeners (draining) last.
+        let services: [any Service] = [
+            service,
+            ReloadSignalService(signals: hangups, server: server, configurationFile: path, logger: logger),
+            ConfigurationWatcher(server: server, configurationFile: path, logger: logger),
+        ]
         let serviceGroup = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await serviceGroup.run()
         } catch {

@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -158,17 +159,24 @@ def test_h2_otlp_http_upstream_down_503_retry_after(start_proxy, sink, ca_file, 
 
 
 def test_h2_sigterm_sends_goaway_no_error_then_exit_0(start_proxy, sink, ca_file):
-    """Shutting down closes an idle HTTP/2 connection with GOAWAY (NO_ERROR, last stream id 0)
-    rather than a bare TCP close."""
+    """Shutting down closes an idle HTTP/2 connection with the graceful pair of GOAWAYs (RFC 9113
+    §6.8): the shutdown notice (last stream id 2^31-1), then the final one (last stream id 0), both
+    NO_ERROR, rather than a bare TCP close."""
     proxy = start_proxy(sink.port)
     client = RawH2(proxy.grpc_port, ca_file)
     try:
         proxy.proc.send_signal(signal.SIGTERM)
         assert client.wait_closed(10), "no GOAWAY or EOF after SIGTERM"
+        deadline = time.monotonic() + 10
+        while not client.eof and time.monotonic() < deadline:
+            client.drain()
+            time.sleep(0.01)
+        assert client.eof, "the connection stayed open after the final GOAWAY"
         goaways = [payload for kind, _, _, payload in client.frames if kind == GOAWAY]
-        assert goaways, "the connection was closed without GOAWAY"
-        assert int.from_bytes(goaways[0][0:4], "big") & 0x7FFFFFFF == 0  # last stream id
-        assert int.from_bytes(goaways[0][4:8], "big") == 0  # NO_ERROR
+        assert len(goaways) >= 2, "the connection was closed without the shutdown notice and the final GOAWAY"
+        assert int.from_bytes(goaways[0][0:4], "big") & 0x7FFFFFFF == 0x7FFFFFFF  # the notice
+        assert int.from_bytes(goaways[-1][0:4], "big") & 0x7FFFFFFF == 0  # final: no stream was processed
+        assert all(int.from_bytes(payload[4:8], "big") == 0 for payload in goaways)  # NO_ERROR
     finally:
         client.close()
     assert proxy.stop(timeout=10) == 0, proxy.describe()
