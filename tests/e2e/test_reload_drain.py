@@ -5,6 +5,8 @@ keep the old state, JWKS keys across reloads, and SIGTERM while slow requests ar
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import os
 import signal
 import socket
@@ -93,6 +95,7 @@ def write_config(directory: Path, mount: Path, tokens_file: Path, sink_http: int
         "tls": {"cert_file": str(mount / "tls.crt"), "key_file": str(mount / "tls.key")},
         "upstream": {"grpc": f"127.0.0.1:{sink_grpc}", "http": f"127.0.0.1:{sink_http}"},
         "auth": {"bearer": {"tokens_file": str(tokens_file)}},
+        "admin": {"endpoint": "127.0.0.1:0"},
         **extra,
     }
     path = directory / "proxy.yaml"
@@ -223,6 +226,10 @@ def test_broken_reloads_keep_serving_old_certificate_and_log_file_and_reason(
         mount.publish(good_cert, good_key)
         time.sleep(0.3)
 
+    metrics = urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5).read().decode()
+    failed = [line for line in metrics.splitlines() if line.startswith('otlp_auth_proxy_reloads_total{result="failure"}')]
+    assert failed and float(failed[0].split()[-1]) >= len(cases), failed
+
     reloads = proxy.logs().count(RELOADED)
     proxy.proc.send_signal(signal.SIGHUP)
     wait_for_log(proxy, RELOADED, reloads + 1)
@@ -311,9 +318,13 @@ def test_sigterm_during_slow_requests_completes_them_and_exits_0(binary, tmp_pat
             time.sleep(0.02)
         assert receiver.received == 6 and receiver.answered == 0
 
+        assert urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5).status == 200
         started = time.monotonic()
         proxy.proc.send_signal(signal.SIGTERM)
         wait_for_log(proxy, "draining", 1, timeout=5)
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5)
+        assert not_ready.value.code == 503, "not ready while draining"
         assert connection_refused(proxy.port), "the listener closed when the drain began"
         for thread in threads:
             thread.join(timeout=30)
