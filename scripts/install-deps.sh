@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   libssl-dev libnghttp2-dev libjansson-dev libcrypt-dev pkg-config   # system libraries the build links
-  openssl curl nghttp2-client ca-certificates                        # dev certificates and real test clients
+  openssl curl nghttp2-client ca-certificates testssl.sh             # dev certificates and real test clients
   python3 python3-venv                                               # end-to-end tests (OpenTelemetry SDK)
 )
 

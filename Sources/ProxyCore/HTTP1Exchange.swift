@@ -378,15 +378,24 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case .end(let trailers):
             responseComplete = true
             finishRecord("forwarded")
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            // Settle the exchange before the end goes out: writing it lets the pipelining handler
+            // hand over the next pipelined request at once, and that request must find us idle.
             if !requestComplete {
                 // The receiver answered before the body ended: drop the rest, do not reuse the connection.
                 detachUpstream(abort: true)
                 state = .discarding
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
                 updateReadHold(context: context)
                 return
             }
-            finishIfComplete(context: context)
+            detachUpstream(abort: false)
+            state = keepAlive ? .idle : .closing
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            if keepAlive {
+                updateReadHold(context: context)
+            } else {
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -484,8 +493,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
                 lingeringClose(context: context)
             }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // Settle the state before the end goes out: writing it lets the pipelining handler hand
+            // over the next request at once, and that request must find this one finished.
             state = requestComplete ? .idle : .discarding
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
         updateReadHold(context: context)
     }
