@@ -86,6 +86,9 @@ extension ProxyServer {
         }
         for channel in left {
             try? await channel.close()
+            // The registry forgets a channel in its close future's first callback; wait for it, so
+            // `openConnections` is 0 when the drain returns.
+            try? await channel.closeFuture.get()
         }
         logger.info("drained")
     }
