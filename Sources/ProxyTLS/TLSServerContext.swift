@@ -155,6 +155,9 @@ public final class TLSServerContext: Sendable {
             ctx,
             otlp_SSL_OP_NO_COMPRESSION() | otlp_SSL_OP_NO_RENEGOTIATION()
                 | otlp_SSL_OP_CIPHER_SERVER_PREFERENCE())
+        // Idle connections give their 16 KiB+ record buffers back: OTLP exporters keep many
+        // connections open that are quiet between batches.
+        _ = otlp_SSL_CTX_set_mode(ctx, Int(SSL_MODE_RELEASE_BUFFERS))
         // PEM loading must never prompt on the terminal for a passphrase: encrypted keys fail instead.
         SSL_CTX_set_default_passwd_cb(ctx, refusePassphraseCallback)
     }
