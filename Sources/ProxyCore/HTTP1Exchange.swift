@@ -87,7 +87,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     // MARK: Client side
 
+    /// True while a client read is being handled: upstream writes made then are flushed once, at the
+    /// end of the request or at `channelReadComplete`, instead of once per part.
+    private var inClientRead = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inClientRead = true
+        defer { inClientRead = false }
         switch unwrapInboundIn(data) {
         case .head(let head): receivedHead(head, context: context)
         case .body(let buffer): receivedBody(buffer, context: context)
@@ -349,7 +355,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             state = .forwarding(upstream: upstream)
             held.releaseAll()
             for part in pending { upstream.write(part) }
-            upstream.flush()
+            if !inClientRead || requestComplete { upstream.flush() }
             if requestComplete { startResponseTimer(context: context) }
             updateReadHold(context: context)
         }
