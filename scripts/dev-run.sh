@@ -65,6 +65,11 @@ See what the receiver got (per tenant, set by the proxy from the token):
 
   curl -s http://127.0.0.1:14318/stats
 
+The proxy's own metrics and health (admin listener):
+
+  curl -s http://127.0.0.1:9464/metrics | grep otlp_auth_proxy_requests_total
+  curl -s http://127.0.0.1:9464/readyz
+
 From an OpenTelemetry SDK:
 
   export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
