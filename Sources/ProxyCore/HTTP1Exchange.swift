@@ -122,6 +122,15 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.headersTooLarge, reason: "header_limit", close: true, context: context)
             return
         }
+        // Framing the proxy does not guess at (DESIGN.md, HTTP/1.1 defences): a protocol switch
+        // (`Upgrade: h2c`, websocket, anything) and Transfer-Encoding on HTTP/1.0, which RFC 9112 §6.1
+        // makes faulty framing. Refused, and the connection closed.
+        if head.headers.contains(name: "upgrade")
+            || (head.version.major == 1 && head.version.minor == 0 && head.headers.contains(name: "transfer-encoding"))
+        {
+            refuse(.badRequest, reason: "ambiguous_framing", close: true, context: context)
+            return
+        }
         guard let signal = OTLPSignal(httpTarget: head.uri) else {
             refuse(.notFound, reason: "unknown_path", close: false, context: context)
             return

@@ -512,14 +512,7 @@ HOSTILE_HEADS = [
 ]
 
 # Cases the proxy does not handle as required yet: name -> what happens now.
-KNOWN_GAPS: dict[str, str] = {
-    "TE on HTTP/1.0 without Content-Length": (
-        "answered 200 and closed: the chunked body is decoded and forwarded upstream as a chunked "
-        "HTTP/1.1 request, where RFC 9112 6.1 makes Transfer-Encoding on HTTP/1.0 faulty framing"),
-    "Upgrade h2c": "answered 200 and kept open: Upgrade/HTTP2-Settings are stripped and the request forwarded",
-    "Upgrade websocket": (
-        "answered 200 and kept open: Upgrade is stripped and the request forwarded (Sec-WebSocket-* included)"),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def hostile_params():
