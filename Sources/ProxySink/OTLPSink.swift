@@ -52,45 +52,40 @@ public final class OTLPSink: Sendable {
     private func startHTTP() async throws -> Int {
         let maxBodyBytes = self.maxBodyBytes
         let logger = self.logger
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { [self] channel in
-                self.register(channel)
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        SinkHandler(sink: self, maxBodyBytes: maxBodyBytes, logger: logger))
-                }
-            }
-            .bind(host: host, port: port)
-            .get()
-        channels.withLockedValue { $0.servers.append(server) }
-        let bound = server.localAddress?.port ?? port
-        logger.info("sink listening", metadata: ["address": "\(host):\(bound)", "protocol": "http"])
-        return bound
+        return try await listen(port: port, protocolName: "http") { [self] channel in
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(
+                SinkHandler(sink: self, maxBodyBytes: maxBodyBytes, logger: logger))
+        }
     }
 
     private func startGRPC(port: Int) async throws -> Int {
         let maxBodyBytes = self.maxBodyBytes
         let logger = self.logger
+        return try await listen(port: port, protocolName: "grpc") { [self] channel in
+            try channel.pipeline.syncOperations.addHandler(
+                SinkGRPCHandler(sink: self, maxMessageBytes: maxBodyBytes, logger: logger))
+        }
+    }
+
+    /// Binds one listener whose connections get the handlers `install` adds (on their event loop),
+    /// registered so `shutdown` can close them; returns the bound port.
+    private func listen(
+        port: Int, protocolName: String, install: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> Int {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 self.register(channel)
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        SinkGRPCHandler(sink: self, maxMessageBytes: maxBodyBytes, logger: logger))
-                }
+                return channel.eventLoop.makeCompletedFuture { try install(channel) }
             }
             .bind(host: host, port: port)
             .get()
         channels.withLockedValue { $0.servers.append(server) }
         let bound = server.localAddress?.port ?? port
-        logger.info("sink listening", metadata: ["address": "\(host):\(bound)", "protocol": "grpc"])
+        logger.info("sink listening", metadata: ["address": "\(host):\(bound)", "protocol": "\(protocolName)"])
         return bound
     }
 
