@@ -27,7 +27,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private let session: HTTP2Session
     private var context: ChannelHandlerContext?
     private var exchanges: [Int32: HTTP2StreamExchange] = [:]
-    private var events: [HTTP2Event] = []
+    private let queue = HTTP2EventQueue()
     private var closing = false
     private var outputPending = false
     /// Request DATA not yet consumed and response DATA not yet sent, per stream, for load shedding.
@@ -68,7 +68,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         do {
-            try session.receive(unwrapInboundIn(data), events: &events)
+            try session.receive(unwrapInboundIn(data), events: &queue.events)
         } catch {
             logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
             handleEvents()
@@ -144,52 +144,45 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
     }
 
-    /// Events are handled by one loop at a time: work done while handling (a submit that drains
-    /// output) appends to `events`, and the running loop picks those up.
-    private var handlingEvents = false
-
     private func handleEvents() {
-        guard !handlingEvents else { return }
-        handlingEvents = true
-        defer { handlingEvents = false }
-        var index = 0
-        while index < events.count {
-            let event = events[index]
-            index += 1
-            switch event {
-            case .headers(let streamID, let fields, let kind, let endStream):
-                switch kind {
-                case .request:
-                    let exchange = HTTP2StreamExchange(streamID: streamID, connection: self)
-                    exchanges[streamID] = exchange
-                    exchange.start(fields: fields, endStream: endStream)
-                case .trailers:
-                    // Request trailers are never forwarded (a tenant header could hide there); they only end the body.
-                    exchanges[streamID]?.clientData(allocator.buffer(capacity: 0), endStream: true)
-                case .response, .informational:
-                    break
-                }
-            case .data(let streamID, let data, let endStream):
-                if let exchange = exchanges[streamID] {
-                    held.add(streamID, data.readableBytes)
-                    exchange.clientData(data, endStream: endStream)
-                } else {
-                    session.consume(streamID: streamID, bytes: data.readableBytes)
-                }
-            case .dataSent(let streamID, let bytes):
-                held.release(streamID, bytes)
-                exchanges[streamID]?.clientTookResponseBytes(bytes)
-            case .streamReset(let streamID, _):
-                exchanges.removeValue(forKey: streamID)?.clientGone()
-                held.releaseStream(streamID)
-            case .streamClosed(let streamID, let code):
-                exchanges.removeValue(forKey: streamID)?.clientStreamClosed(errorCode: code)
-                held.releaseStream(streamID)
-            case .goaway, .remoteSettings:
+        queue.drain { event in
+            handle(event)
+        }
+    }
+
+    private func handle(_ event: HTTP2Event) {
+        switch event {
+        case .headers(let streamID, let fields, let kind, let endStream):
+            switch kind {
+            case .request:
+                let exchange = HTTP2StreamExchange(streamID: streamID, connection: self)
+                exchanges[streamID] = exchange
+                exchange.start(fields: fields, endStream: endStream)
+            case .trailers:
+                // Request trailers are never forwarded (a tenant header could hide there); they only end the body.
+                exchanges[streamID]?.clientData(allocator.buffer(capacity: 0), endStream: true)
+            case .response, .informational:
                 break
             }
+        case .data(let streamID, let data, let endStream):
+            if let exchange = exchanges[streamID] {
+                held.add(streamID, data.readableBytes)
+                exchange.clientData(data, endStream: endStream)
+            } else {
+                session.consume(streamID: streamID, bytes: data.readableBytes)
+            }
+        case .dataSent(let streamID, let bytes):
+            held.release(streamID, bytes)
+            exchanges[streamID]?.clientTookResponseBytes(bytes)
+        case .streamReset(let streamID, _):
+            exchanges.removeValue(forKey: streamID)?.clientGone()
+            held.releaseStream(streamID)
+        case .streamClosed(let streamID, let code):
+            exchanges.removeValue(forKey: streamID)?.clientStreamClosed(errorCode: code)
+            held.releaseStream(streamID)
+        case .goaway, .remoteSettings:
+            break
         }
-        events.removeAll(keepingCapacity: true)
     }
 
     // MARK: Output, for the exchanges
@@ -260,7 +253,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         outputPending = false
         var buffer = context.channel.allocator.buffer(capacity: 0)
         do {
-            try session.drainOutput(into: &buffer, events: &events)
+            try session.drainOutput(into: &buffer, events: &queue.events)
         } catch {
             closing = true
             context.close(promise: nil)
@@ -269,7 +262,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         if buffer.readableBytes > 0 {
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
-        if !events.isEmpty { handleEvents() }
+        if !queue.isEmpty { handleEvents() }
         if !closing && !session.wantsRead && !session.wantsWrite {
             closing = true
             context.close(promise: nil)

@@ -28,7 +28,7 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     private let session: HTTP2Session
     private var context: ChannelHandlerContext?
     private var streams: [Int32: any UpstreamH2StreamDelegate] = [:]
-    private var events: [HTTP2Event] = []
+    private let queue = HTTP2EventQueue()
     private(set) var isActive = false
     /// The receiver sent GOAWAY or the connection failed: no new streams.
     private(set) var goingAway = false
@@ -99,7 +99,7 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)
         do {
-            try session.receive(bytes, events: &events)
+            try session.receive(bytes, events: &queue.events)
         } catch {
             handleEvents()
             markUnusable()
@@ -167,49 +167,41 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         callback?(self)
     }
 
-    /// Events are handled by one loop at a time: work done while handling (a submit that drains
-    /// output) appends to `events`, and the running loop picks those up.
-    private var handlingEvents = false
-
     private func handleEvents() {
-        guard !handlingEvents else { return }
-        handlingEvents = true
-        defer { handlingEvents = false }
-        var index = 0
-        // Delegates may submit more work (and so append events) while we iterate.
-        while index < events.count {
-            let event = events[index]
-            index += 1
-            switch event {
-            case .headers(let streamID, let fields, let kind, let endStream):
-                streams[streamID]?.upstreamHeaders(fields, kind: kind, endStream: endStream)
-            case .data(let streamID, let data, let endStream):
-                if let delegate = streams[streamID] {
-                    delegate.upstreamData(data, endStream: endStream)
-                } else {
-                    session.consume(streamID: streamID, bytes: data.readableBytes)
-                }
-            case .dataSent(let streamID, let bytes):
-                streams[streamID]?.upstreamDataSent(bytes: bytes)
-            case .streamReset(let streamID, let code):
-                if let delegate = streams.removeValue(forKey: streamID) {
-                    delegate.upstreamStreamClosed(errorCode: code, reset: true)
-                }
-            case .streamClosed(let streamID, let code):
-                if let delegate = streams.removeValue(forKey: streamID) {
-                    delegate.upstreamStreamClosed(errorCode: code, reset: code != .noError)
-                }
-                onCapacity?(self)
-            case .goaway:
-                markUnusable()
-            case .remoteSettings:
-                receivedSettings = true
-                settingsTimer?.cancel()
-                settingsTimer = nil
-                onCapacity?(self)
-            }
+        queue.drain { event in
+            handle(event)
         }
-        events.removeAll(keepingCapacity: true)
+    }
+
+    private func handle(_ event: HTTP2Event) {
+        switch event {
+        case .headers(let streamID, let fields, let kind, let endStream):
+            streams[streamID]?.upstreamHeaders(fields, kind: kind, endStream: endStream)
+        case .data(let streamID, let data, let endStream):
+            if let delegate = streams[streamID] {
+                delegate.upstreamData(data, endStream: endStream)
+            } else {
+                session.consume(streamID: streamID, bytes: data.readableBytes)
+            }
+        case .dataSent(let streamID, let bytes):
+            streams[streamID]?.upstreamDataSent(bytes: bytes)
+        case .streamReset(let streamID, let code):
+            if let delegate = streams.removeValue(forKey: streamID) {
+                delegate.upstreamStreamClosed(errorCode: code, reset: true)
+            }
+        case .streamClosed(let streamID, let code):
+            if let delegate = streams.removeValue(forKey: streamID) {
+                delegate.upstreamStreamClosed(errorCode: code, reset: code != .noError)
+            }
+            onCapacity?(self)
+        case .goaway:
+            markUnusable()
+        case .remoteSettings:
+            receivedSettings = true
+            settingsTimer?.cancel()
+            settingsTimer = nil
+            onCapacity?(self)
+        }
     }
 
     /// Coalesces output: streams opened and data queued in one event-loop tick leave as one write.
@@ -229,7 +221,7 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         guard let context, isActive else { return }
         var buffer = context.channel.allocator.buffer(capacity: 0)
         do {
-            try session.drainOutput(into: &buffer, events: &events)
+            try session.drainOutput(into: &buffer, events: &queue.events)
         } catch {
             markUnusable()
             context.close(promise: nil)
@@ -237,7 +229,7 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         if buffer.readableBytes > 0 {
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
-        if !events.isEmpty { handleEvents() }
+        if !queue.isEmpty { handleEvents() }
     }
 }
 
