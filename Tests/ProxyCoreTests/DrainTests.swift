@@ -37,13 +37,6 @@ final class DrainTests: XCTestCase {
         return Task.detached { try curl(arguments, caFile: caFile) }
     }
 
-    private func waitUntil(_ what: String, _ condition: () -> Bool) async throws {
-        for _ in 0..<200 where !condition() {
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        XCTAssertTrue(condition(), what)
-    }
-
     private func request(_ port: Int, http2: Bool = false) -> [String] {
         (http2 ? ["--http2"] : []) + [
             "-H", "Authorization: Bearer \(TestFiles.token)", "-H", "Content-Type: application/x-protobuf", "-d", "x",

@@ -152,8 +152,7 @@ final class LimitsProxyTests: XCTestCase {
         await upstream.stop()
         let result = try post(proxy, body: String(repeating: "b", count: 200_000))
         XCTAssertEqual(result.status, 503)
-        try await Task.sleep(for: .milliseconds(100))
-        XCTAssertEqual(proxy.server.services.limits.buffered.bytes, 0)
+        try await waitUntil("nothing stays counted") { proxy.server.services.limits.buffered.bytes == 0 }
         await proxy.stop()
     }
 
@@ -189,7 +188,9 @@ final class LimitsProxyTests: XCTestCase {
         try await second.close()
         try await Task.sleep(for: .milliseconds(200))
         XCTAssertEqual(try post(proxy).status, 200, "slots are freed when connections close")
-        XCTAssertEqual(proxy.server.services.limits.connections.count, 0)
+        try await waitUntil("every slot is given back once the server side closes") {
+            proxy.server.services.limits.connections.count == 0
+        }
         await proxy.stop()
         await upstream.stop()
     }

@@ -225,3 +225,14 @@ func curl(_ arguments: [String], caFile: String) throws -> CurlResult {
     }
     return CurlResult(status: status, headers: headers, body: result.stdout, exitCode: result.status)
 }
+
+/// Waits up to five seconds for `condition`, then asserts it: for state the proxy updates after the
+/// client has already seen its answer, such as a connection slot freed when the server side closes.
+func waitUntil(
+    _ what: String, file: StaticString = #filePath, line: UInt = #line, _ condition: () -> Bool
+) async throws {
+    for _ in 0..<200 where !condition() {
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    XCTAssertTrue(condition(), what, file: file, line: line)
+}
