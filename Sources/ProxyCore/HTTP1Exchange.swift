@@ -41,7 +41,16 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private let logger: Logger
 
     private var context: ChannelHandlerContext?
-    private var state: State = .idle
+    private var state: State = .idle {
+        didSet {
+            if case .idle = state { idleSince = .now() }
+        }
+    }
+    /// When the connection last became idle (no request in flight): `http.idle_timeout` counts from here.
+    private var idleSince = NIODeadline.now()
+    /// Closes the connection once it has been idle for `http.idle_timeout`. One timer per connection,
+    /// rescheduled when it fires, rather than a timer reset (and a write promise) on every read and write.
+    private var idleCheck: Scheduled<Void>?
 
     // Per-request facts.
     private var requestVersion: HTTPVersion = .http1_1
@@ -79,9 +88,45 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        idleSince = .now()
+        scheduleIdleCheck(in: runtime.limits.idleTimeout, context: context)
+    }
+
+    private func scheduleIdleCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            idleCheckFired(context: context)
+        }
+    }
+
+    private func idleCheckFired(context: ChannelHandlerContext) {
+        idleCheck = nil
+        guard context.channel.isActive else { return }
+        let timeout = runtime.limits.idleTimeout
+        guard case .idle = state else {
+            scheduleIdleCheck(in: timeout, context: context)
+            return
+        }
+        let idleFor = NIODeadline.now() - idleSince
+        if idleFor >= timeout {
+            closeNow(context: context)
+        } else {
+            scheduleIdleCheck(in: timeout - idleFor, context: context)
+        }
+    }
+
+    /// The client's address for the access log, formatted once per connection.
+    private var peer: String??
+
+    private func peerAddress(_ context: ChannelHandlerContext) -> String? {
+        if let peer { return peer }
+        let formatted = context.channel.remoteAddress?.hostPort
+        peer = .some(formatted)
+        return formatted
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
         held.releaseAll()
     }
 
@@ -115,7 +160,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         requestComplete = false
         responseStarted = false
         responseComplete = false
-        requestLog = RequestLog(transport: "http/1.1", peer: context.channel.remoteAddress?.hostPort)
+        requestLog = RequestLog(transport: "http/1.1", peer: peerAddress(context))
 
         let limits = runtime.limits
         if head.headers.count > limits.maxHeaderCount || Self.headerBytes(head) > limits.maxHeaderBytes {
@@ -298,6 +343,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             break
         }
         responseTimer?.cancel()
+        idleCheck?.cancel()
+        idleCheck = nil
         held.releaseAll()
         finishRecord("client_gone")
         state = .closing
@@ -322,10 +369,6 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            if case .idle = state { closeNow(context: context) }
-            return
-        }
         if event is ProxyDrainEvent {
             // The request in progress (if any) finishes with `Connection: close`; an idle connection goes now.
             draining = true
@@ -492,7 +535,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         let body = reply.body(encoding: encoding, allocator: context.channel.allocator)
         if requestLog == nil {
             // Refused before a request head was read (a malformed request).
-            requestLog = RequestLog(transport: "http/1.1", peer: context.channel.remoteAddress?.hostPort)
+            requestLog = RequestLog(transport: "http/1.1", peer: peerAddress(context))
         }
         requestLog?.responseStarted(status: Int(reply.status.code))
         requestLog?.sent(body.readableBytes)

@@ -74,6 +74,9 @@ public final class ProxyMetrics: Sendable {
     private let lastReloadSuccess: Gauge
     /// The certificate not-after gauges by name, so a reload can drop the ones that went away.
     private let certificateGauges = NIOLockedValueBox<[String: Gauge]>([:])
+    /// The per-request metrics already made, by their labels: looking one up here is a hash of a few
+    /// short strings, where the registry would build the metric's name and label strings every time.
+    private let requestMetrics = NIOLockedValueBox<RequestMetricsCache>(RequestMetricsCache())
 
     /// - Parameter accessLog: where request lines go; nil writes none.
     public init(accessLog: AccessLog? = nil) {
@@ -107,29 +110,39 @@ public final class ProxyMetrics: Sendable {
     /// Counts one finished request and writes its access log line.
     func requestFinished(_ record: RequestRecord) {
         let signal = record.signal ?? "unknown"
-        counter(
-            "requests", help: "Requests finished, by signal, transport, tenant and outcome",
-            labels: [
-                ("signal", signal), ("transport", record.transport), ("tenant", record.tenant ?? ""),
-                ("outcome", record.outcome),
-            ]
-        ).increment()
-        let perSignal = [("signal", signal), ("transport", record.transport)]
-        registry.makeDurationHistogram(
-            descriptor: Self.descriptor(
-                "request_duration", unit: "seconds", help: "Time from request head to the end of the response"),
-            labels: perSignal, buckets: Self.durationBuckets
-        ).record(record.duration)
-        if record.bytesIn > 0 {
-            counter("received", unit: "bytes_total", help: "Request body bytes received from clients", labels: perSignal)
-                .increment(by: Int64(record.bytesIn))
+        let outcome = RequestOutcomeKey(
+            signal: signal, transport: record.transport, tenant: record.tenant ?? "", outcome: record.outcome)
+        let (requests, perSignal) = requestMetrics.withLockedValue { cache in
+            (cache.requests[outcome] ?? makeRequestCounter(outcome, into: &cache),
+             cache.perSignal[outcome.perSignal] ?? makePerSignalMetrics(outcome.perSignal, into: &cache))
         }
-        if record.bytesOut > 0 {
-            counter("sent", unit: "bytes_total", help: "Response body bytes sent to clients", labels: perSignal)
-                .increment(by: Int64(record.bytesOut))
-        }
+        requests.increment()
+        perSignal.duration.record(record.duration)
+        if record.bytesIn > 0 { perSignal.received.increment(by: Int64(record.bytesIn)) }
+        if record.bytesOut > 0 { perSignal.sent.increment(by: Int64(record.bytesOut)) }
         let log = accessLog.withLockedValue { $0 }
         log?.write(record)
+    }
+
+    private func makeRequestCounter(_ key: RequestOutcomeKey, into cache: inout RequestMetricsCache) -> Counter {
+        let made = counter(
+            "requests", help: "Requests finished, by signal, transport, tenant and outcome",
+            labels: [("signal", key.signal), ("transport", key.transport), ("tenant", key.tenant), ("outcome", key.outcome)])
+        cache.requests[key] = made
+        return made
+    }
+
+    private func makePerSignalMetrics(_ key: PerSignalKey, into cache: inout RequestMetricsCache) -> PerSignalMetrics {
+        let labels = [("signal", key.signal), ("transport", key.transport)]
+        let made = PerSignalMetrics(
+            duration: registry.makeDurationHistogram(
+                descriptor: Self.descriptor(
+                    "request_duration", unit: "seconds", help: "Time from request head to the end of the response"),
+                labels: labels, buckets: Self.durationBuckets),
+            received: counter("received", unit: "bytes_total", help: "Request body bytes received from clients", labels: labels),
+            sent: counter("sent", unit: "bytes_total", help: "Response body bytes sent to clients", labels: labels))
+        cache.perSignal[key] = made
+        return made
     }
 
     /// `method` is the method whose credential failed (`mtls`, `jwt`, `bearer`, `basic`), `none` when no
@@ -243,4 +256,31 @@ public final class ProxyMetrics: Sendable {
     private static func descriptor(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: prefix, metricName: name, unitName: unit, helpText: help)
     }
+}
+
+/// The labels of one `requests_total` series.
+private struct RequestOutcomeKey: Hashable {
+    var signal: String
+    var transport: String
+    var tenant: String
+    var outcome: String
+
+    var perSignal: PerSignalKey { PerSignalKey(signal: signal, transport: transport) }
+}
+
+/// The labels of the duration histogram and the byte counters.
+private struct PerSignalKey: Hashable {
+    var signal: String
+    var transport: String
+}
+
+private struct PerSignalMetrics {
+    var duration: DurationHistogram
+    var received: Counter
+    var sent: Counter
+}
+
+private struct RequestMetricsCache {
+    var requests: [RequestOutcomeKey: Counter] = [:]
+    var perSignal: [PerSignalKey: PerSignalMetrics] = [:]
 }

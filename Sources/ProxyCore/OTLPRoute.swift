@@ -29,13 +29,28 @@ enum OTLPEncoding: Sendable, Equatable {
     /// `application/json` (any parameters, any case) is JSON; everything else is answered in protobuf,
     /// the OTLP default.
     init(contentType: String?) {
-        guard let contentType else {
-            self = .protobuf
-            return
+        self = contentType.map(Self.isJSON) == true ? .json : .protobuf
+    }
+
+    /// Whether the media type (before any `;`, with spaces and tabs around it) is `application/json`
+    /// in any case. One pass over the bytes without allocating: this runs on every request.
+    private static func isJSON(_ contentType: String) -> Bool {
+        let json = "application/json".utf8
+        var expected = json.makeIterator()
+        var matched = 0
+        var trailing = false
+        for var byte in contentType.utf8 {
+            if byte == UInt8(ascii: ";") { break }
+            let blank = byte == 0x20 || byte == 0x09
+            if blank {
+                if matched > 0 { trailing = true }
+                continue
+            }
+            if trailing { return false }
+            if byte >= 0x41 && byte <= 0x5A { byte |= 0x20 }
+            guard let next = expected.next(), next == byte else { return false }
+            matched += 1
         }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map {
-            $0.trimmingCharacters(in: .whitespaces).lowercased()
-        }
-        self = mediaType == "application/json" ? .json : .protobuf
+        return matched == json.count
     }
 }

@@ -67,7 +67,6 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                 try sync.configureHTTPServerPipeline(
                     position: .after(self), withPipeliningAssistance: true, withErrorHandling: false,
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
-                try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout))
                 try sync.addHandler(
                     HTTP1ExchangeHandler(
                         runtime: runtime, pool: pools.http(on: context.eventLoop), services: services,

@@ -32,8 +32,8 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var readsHeld = false
     private var pendingRead = false
-    /// Closes the connection if it stays idle in the pool for too long.
-    var idleTimer: Scheduled<Void>?
+    /// When the connection went back to the pool; the pool's sweep closes it once it has been idle too long.
+    var idleSince: NIODeadline?
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
@@ -50,8 +50,6 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
         reusable = false
-        idleTimer?.cancel()
-        idleTimer = nil
         let exchange = self.exchange
         self.exchange = nil
         onClose?(self)
@@ -135,6 +133,9 @@ final class UpstreamHTTP1Pool {
     let idleTimeout: TimeAmount = .seconds(30)
 
     private var idle: [UpstreamHTTP1Connection] = []
+    /// One timer per pool closes connections idle longer than `idleTimeout` (instead of a timer per
+    /// connection scheduled and cancelled on every request). Runs only while connections are idle.
+    private var sweep: Scheduled<Void>?
 
     init(eventLoop: any EventLoop, address: SocketAddress, connectTimeout: TimeAmount, maxIdle: Int) {
         self.eventLoop = eventLoop
@@ -147,8 +148,7 @@ final class UpstreamHTTP1Pool {
     func acquire(_ completion: @escaping (Result<UpstreamHTTP1Connection, any Error>) -> Void) {
         eventLoop.assertInEventLoop()
         while let connection = idle.popLast() {
-            connection.idleTimer?.cancel()
-            connection.idleTimer = nil
+            connection.idleSince = nil
             if connection.isActive && connection.reusable {
                 completion(.success(connection))
                 return
@@ -191,13 +191,30 @@ final class UpstreamHTTP1Pool {
             connection.abort()
             return
         }
-        connection.onClose = { [weak self] closed in
-            self?.idle.removeAll { $0 === closed }
+        if connection.onClose == nil {
+            connection.onClose = { [weak self] closed in
+                self?.idle.removeAll { $0 === closed }
+            }
         }
-        connection.idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak connection] in
-            connection?.abort()
-        }
+        connection.idleSince = .now()
         idle.append(connection)
+        if sweep == nil { scheduleSweep() }
+    }
+
+    private func scheduleSweep() {
+        sweep = eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds / 3)) { [weak self] in
+            self?.closeExpired()
+        }
+    }
+
+    /// Closes the connections idle for `idleTimeout` or longer (the oldest sit first in `idle`).
+    private func closeExpired() {
+        sweep = nil
+        let cutoff = NIODeadline.now() - idleTimeout
+        let expired = idle.prefix { ($0.idleSince ?? .distantFuture) <= cutoff }
+        idle.removeFirst(expired.count)
+        for connection in expired { connection.abort() }
+        if !idle.isEmpty { scheduleSweep() }
     }
 
     /// Closes every idle connection (shutdown).
@@ -205,6 +222,8 @@ final class UpstreamHTTP1Pool {
         eventLoop.assertInEventLoop()
         let connections = idle
         idle.removeAll()
+        sweep?.cancel()
+        sweep = nil
         for connection in connections { connection.abort() }
     }
 }

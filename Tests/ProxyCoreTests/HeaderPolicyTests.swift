@@ -102,6 +102,11 @@ final class LocalReplyTests: XCTestCase {
         XCTAssertEqual(OTLPEncoding(contentType: "Application/JSON; charset=utf-8"), .json)
         XCTAssertEqual(OTLPEncoding(contentType: "application/x-protobuf"), .protobuf)
         XCTAssertEqual(OTLPEncoding(contentType: nil), .protobuf)
+        XCTAssertEqual(OTLPEncoding(contentType: " application/json \t"), .json)
+        XCTAssertEqual(OTLPEncoding(contentType: "application/jsonx"), .protobuf)
+        XCTAssertEqual(OTLPEncoding(contentType: "application/js"), .protobuf)
+        XCTAssertEqual(OTLPEncoding(contentType: "application/ json"), .protobuf)
+        XCTAssertEqual(OTLPEncoding(contentType: "text/plain; x=application/json"), .protobuf)
     }
 }
 

@@ -202,6 +202,7 @@ def write_proxy_config(
     max_recv_msg_size: str = "4MiB",
     upstream_timeout: str = "30s",
     min_version: str = "1.2",
+    idle_timeout: str = "90s",
 ) -> Path:
     """A config with paths relative to its own directory, as users write them. `upstream_port`
     is the OTLP/HTTP upstream; `grpc_upstream_port` the h2c OTLP/gRPC one (default: the same)."""
@@ -214,7 +215,7 @@ def write_proxy_config(
     config = directory / "proxy.yaml"
     config.write_text(
         f"""grpc: {{ endpoint: "127.0.0.1:0", max_recv_msg_size: {max_recv_msg_size} }}
-http: {{ endpoint: "127.0.0.1:0", max_request_body_size: {max_request_body_size} }}
+http: {{ endpoint: "127.0.0.1:0", max_request_body_size: {max_request_body_size}, idle_timeout: {idle_timeout} }}
 tls: {{ cert_file: {cert}, key_file: {key}, min_version: "{min_version}" }}
 upstream: {{ grpc: "127.0.0.1:{grpc_upstream_port}", http: "127.0.0.1:{upstream_port}", timeout: {upstream_timeout} }}
 auth: {{ bearer: {{ tokens_file: {tokens} }} }}

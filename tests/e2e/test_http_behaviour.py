@@ -4,10 +4,13 @@ and upstream failures. curl is pinned to HTTP/1.1 where the test is about HTTP/1
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 from google.rpc import status_pb2
 
 from conftest import curl, free_port
+from grpc_helpers import tls_connect
 
 JSON = "Content-Type: application/json"
 PROTOBUF = "Content-Type: application/x-protobuf"
@@ -153,3 +156,51 @@ def test_control_curl_really_sends_both_tenant_headers(sink):
     stats = sink.stats()
     assert stats["duplicate_tenant_headers"] == 1
     assert [v for n, v in stats["last_request"]["headers"] if n == "x-scope-orgid"] == ["evil", "evil2"]
+
+
+def _post_on(connection, token: str) -> int:
+    """One OTLP/HTTP request on an open HTTP/1.1 connection; returns the status once the whole
+    response (Content-Length framed) has been read."""
+    connection.sendall(
+        b"POST /v1/traces HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: {len(ONE_SPAN)}\r\n\r\n".encode()
+        + ONE_SPAN
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        assert chunk, f"connection closed before a response head: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    while len(body) < length:
+        body += connection.recv(65536)
+    return int(lines[0].split()[1])
+
+
+def test_keep_alive_connection_idle_for_idle_timeout_closed_busy_one_kept(start_proxy, sink, ca_file, tokens):
+    proxy = start_proxy(sink.port, idle_timeout="1s")
+    # Busy: a request every 0.3 s for three idle timeouts, all on one connection.
+    busy = tls_connect(proxy.port, ca_file, alpn=("http/1.1",))
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            assert _post_on(busy, tokens.hashed) == 200
+            time.sleep(0.3)
+    finally:
+        busy.close()
+    # Idle after one request: closed by the proxy about one idle timeout later.
+    idle = tls_connect(proxy.port, ca_file, alpn=("http/1.1",))
+    try:
+        assert _post_on(idle, tokens.hashed) == 200
+        answered = time.monotonic()
+        idle.settimeout(5)
+        try:
+            assert idle.recv(1) == b"", "nothing but the close is sent to an idle connection"
+        except (ConnectionResetError, socket.timeout) as error:
+            raise AssertionError(f"the idle connection was not closed cleanly: {error!r}") from error
+        waited = time.monotonic() - answered
+        assert 0.8 <= waited <= 2.5, f"closed after {waited:.2f}s with idle_timeout 1s"
+    finally:
+        idle.close()
