@@ -47,12 +47,12 @@ public struct HeaderPolicy: Sendable {
         _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
     ) {
         for (name, value) in fields {
-            let lower = name.lowercased()
-            if lower.hasPrefix(":") { continue }
-            if lower == tenantHeaderLowercased || ownedHeaders.contains(lower) { continue }
+            let lower = Self.lowercased(name)
+            if lower.utf8.first == UInt8(ascii: ":") { continue }
+            if lower == tenantHeaderLowercased || (!ownedHeaders.isEmpty && ownedHeaders.contains(lower)) { continue }
             if Self.hopByHop.contains(lower) { continue }
-            if lower == "authorization" && !forwardAuthorization { continue }
-            if nominated.contains(lower) && !Self.framing.contains(lower) { continue }
+            if !forwardAuthorization && lower == "authorization" { continue }
+            if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
             forward(name, lower, value)
         }
     }
@@ -112,12 +112,18 @@ public struct HeaderPolicy: Sendable {
         _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
     ) {
         for (name, value) in fields {
-            let lower = name.lowercased()
-            if lower.hasPrefix(":") { continue }
+            let lower = Self.lowercased(name)
+            if lower.utf8.first == UInt8(ascii: ":") { continue }
             if Self.hopByHop.contains(lower) { continue }
-            if nominated.contains(lower) && !Self.framing.contains(lower) { continue }
+            if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
             forward(name, lower, value)
         }
+    }
+
+    /// `name` in lower case; the name itself when it has no upper-case ASCII letter, as HTTP/2 names
+    /// always and HTTP/1.1 names mostly are, so the common case makes no new string.
+    static func lowercased(_ name: String) -> String {
+        name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : name
     }
 
     /// The lower-cased names listed in every `Connection` header.
