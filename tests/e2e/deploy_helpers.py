@@ -230,7 +230,8 @@ def find(objects: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 def strip_comments(text: str) -> str:
-    return re.sub(r"//[^\n]*", "", text)
+    """Removes `//` comments, leaving `//` inside strings (URLs) alone."""
+    return re.sub(r'("(?:[^"\\\n]|\\.)*")|//[^\n]*', lambda m: m.group(1) or "", text)
 
 
 def alloy_blocks(text: str, header: str) -> list[str]:
