@@ -397,15 +397,33 @@ def kernel_refuses_write_execute() -> bool:
     return subprocess.run([sys.executable, "-c", probe], timeout=10).returncode == 0
 
 
-def test_proxy_serves_with_memory_deny_write_execute_and_the_image_healthcheck_passes(binary, certs, tokens, tokens_file, tmp_path):
+# Where the process may make a private mount namespace (root, unshare), every mount is made read-only
+# in it: what ProtectSystem=strict and Kubernetes' readOnlyRootFilesystem give the proxy.
+READ_ONLY_EXEC = (
+    "mount --make-rprivate / && for m in $(awk '{print $2}' /proc/self/mounts); do "
+    'mount -o remount,bind,ro "$m" 2>/dev/null; done; touch /tmp/.otlp-auth-proxy-rw 2>/dev/null && exit 98; exec "$@"'
+)
+
+
+def read_only_prefix() -> list[str]:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    prefix = ["unshare", "-m", "sh", "-c", READ_ONLY_EXEC, "sh"]
+    return prefix if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0 else []
+
+
+def test_proxy_serves_with_memory_deny_write_execute_and_read_only_files_and_the_image_healthcheck_passes(
+        binary, certs, tokens, tokens_file, tmp_path):
     """MemoryDenyWriteExecute=yes in the unit: the Swift runtime, NIO, OpenSSL and nghttp2 must never
-    need a writable and executable mapping. The same proxy answers the Dockerfile's HEALTHCHECK."""
+    need a writable and executable mapping; nor does the proxy write files (read-only root where this
+    machine allows a private mount namespace). The same proxy answers the Dockerfile's HEALTHCHECK."""
     if not kernel_refuses_write_execute():
         pytest.skip("this kernel has no PR_SET_MDWE")
     sink = start_sink_process(binary, tmp_path, port=0)
     config = write_proxy_config(tmp_path / "proxy", certs=certs, upstream_port=sink.port, tokens_file=tokens_file,
                                 grpc_upstream_port=sink.grpc_port)
-    proxy = Proxy("proxy", [sys.executable, "-c", MDWE_EXEC, str(binary), "run", "--config", str(config)], PROXY_READY, config.parent)
+    command = [*read_only_prefix(), sys.executable, "-c", MDWE_EXEC, str(binary), "run", "--config", str(config)]
+    proxy = Proxy("proxy", command, PROXY_READY, config.parent)
     try:
         response = requests.post(
             f"{proxy.url}/v1/traces", data=b"", verify=str(certs / "ca.crt"), timeout=10,
