@@ -296,7 +296,11 @@ def test_alloy_pipeline_behind_the_proxy(path):
     if path.name == "sampling-tier.alloy":
         return  # fed by the gateways' load-balancing exporter, not by the proxy
     receivers = alloy_receivers(text)
-    assert {p: r["endpoint"] for p, r in receivers.items()} == DEFAULT_UPSTREAM
+    # The proxy configuration deployed with it: next to it, or the Kubernetes base one.
+    config = path.parent / "proxy.yaml"
+    config = config if config.exists() else KUSTOMIZE / "base/proxy.yaml"
+    upstream = yaml.safe_load(config.read_text())["upstream"]
+    assert {p: r["endpoint"] for p, r in receivers.items()} == {"grpc": upstream["grpc"], "http": upstream["http"]}
     assert all(r["include_metadata"] == "true" for r in receivers.values())
     # One batch per tenant, and the tenant header copied from the request to every backend.
     for body in alloy_blocks(text, r'otelcol\.processor\.batch\s+"[^"]+"'):

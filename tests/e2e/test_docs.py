@@ -187,6 +187,12 @@ def test_quickstart_curl_commands(proxy, sink, run_dir):
     result = subprocess.run(["bash", "-c", local_ports(unauthenticated, proxy, sink)], cwd=run_dir, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "401", result.stdout + result.stderr
     assert sink.tenant("team-a")["spans"] == 1
+    # What the proxy saw: its metrics and readiness on the admin listener.
+    saw = blocks(quickstart, "sh")[-1]
+    assert "127.0.0.1:9464/metrics" in saw
+    result = subprocess.run(["bash", "-c", local_ports(saw, proxy, sink)], cwd=run_dir, capture_output=True, text=True, timeout=30)
+    assert 'otlp_auth_proxy_requests_total{' in result.stdout and 'tenant="team-a"' in result.stdout, result.stdout
+    assert result.stdout.rstrip().endswith("ready"), result.stdout
     # The README shows the same first span as make run prints.
     assert first_span.splitlines()[0] in (REPO_ROOT / "README.md").read_text()
     assert first_span.splitlines()[0].replace("run/", "$dir/") in (REPO_ROOT / "scripts/dev-run.sh").read_text()
