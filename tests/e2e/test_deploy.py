@@ -382,12 +382,56 @@ def test_systemd_analyze_verify_has_nothing_to_say(binary, tmp_path):
 
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
-# The prefix the proxy runs under: what MemoryDenyWriteExecute=yes asks the kernel for.
-MDWE_EXEC = (
-    "import ctypes, os, sys\n"
+# The prefix the proxy runs under: what MemoryDenyWriteExecute=yes asks the kernel for, then (when
+# argv[1] names system calls) the unit's SystemCallFilter as a seccomp allow-list whose other calls
+# fail with EPERM (SystemCallErrorNumber=EPERM), as systemd installs it, through libseccomp.
+SANDBOX_EXEC = (
+    "import ctypes, errno, os, sys\n"
     f"if ctypes.CDLL(None).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0: sys.exit(97)\n"
-    "os.execv(sys.argv[1], sys.argv[1:])\n"
+    "if sys.argv[1]:\n"
+    "    seccomp = ctypes.CDLL('libseccomp.so.2')\n"
+    "    seccomp.seccomp_init.restype = ctypes.c_void_p\n"
+    "    context = ctypes.c_void_p(seccomp.seccomp_init(0x00050000 | errno.EPERM))\n"
+    "    for name in sys.argv[1].split(','):\n"
+    "        number = seccomp.seccomp_syscall_resolve_name(name.encode())\n"
+    "        if number >= 0 and seccomp.seccomp_rule_add(context, 0x7fff0000, number, 0) != 0: sys.exit(96)\n"
+    "    if seccomp.seccomp_load(context) != 0: sys.exit(95)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
+
+
+def syscall_group(name: str, cache: dict[str, set[str]]) -> set[str]:
+    """The system calls of a systemd group (`@system-service`), nested groups expanded."""
+    if name not in cache:
+        listing = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, timeout=20).stdout
+        calls: set[str] = set()
+        for entry in re.findall(r"^\s+([@\w-]+)\s*$", listing, re.M):
+            calls |= syscall_group(entry, cache) if entry.startswith("@") else {entry}
+        cache[name] = calls
+    return cache[name]
+
+
+def unit_syscall_allow_list() -> list[str]:
+    """What the unit's SystemCallFilter= lines allow: the allow-list minus the `~` deny-lists."""
+    if shutil.which("systemd-analyze") is None or ctypes_library("libseccomp.so.2") is None:
+        return []
+    cache: dict[str, set[str]] = {}
+    allowed: set[str] = set()
+    for value in unit_settings()["SystemCallFilter"]:
+        deny = value.startswith("~")
+        calls = set().union(*(syscall_group(g, cache) if g.startswith("@") else {g} for g in value.lstrip("~").split()))
+        allowed = allowed - calls if deny else allowed | calls
+    assert len(allowed) > 200 and "setuid" not in allowed and "setrlimit" not in allowed, sorted(allowed)[:20]
+    return sorted(allowed)
+
+
+def ctypes_library(name: str):
+    import ctypes
+
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
 
 
 def kernel_refuses_write_execute() -> bool:
@@ -416,17 +460,18 @@ def read_only_prefix() -> list[str]:
     return prefix if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0 else []
 
 
-def test_proxy_serves_with_memory_deny_write_execute_and_read_only_files_and_the_image_healthcheck_passes(
-        binary, certs, tokens, tokens_file, tmp_path):
-    """MemoryDenyWriteExecute=yes in the unit: the Swift runtime, NIO, OpenSSL and nghttp2 must never
-    need a writable and executable mapping; nor does the proxy write files (read-only root where this
-    machine allows a private mount namespace). The same proxy answers the Dockerfile's HEALTHCHECK."""
+def test_proxy_serves_in_the_unit_sandbox_and_the_image_healthcheck_passes(binary, certs, tokens, tokens_file, tmp_path):
+    """The unit's MemoryDenyWriteExecute=yes (the Swift runtime, NIO, OpenSSL and nghttp2 never need a
+    writable and executable mapping) and SystemCallFilter (where systemd-analyze and libseccomp are
+    here), and no file written (every mount read-only where a private mount namespace is possible).
+    The same proxy answers the Dockerfile's HEALTHCHECK."""
     if not kernel_refuses_write_execute():
         pytest.skip("this kernel has no PR_SET_MDWE")
     sink = start_sink_process(binary, tmp_path, port=0)
     config = write_proxy_config(tmp_path / "proxy", certs=certs, upstream_port=sink.port, tokens_file=tokens_file,
                                 grpc_upstream_port=sink.grpc_port)
-    command = [*read_only_prefix(), sys.executable, "-c", MDWE_EXEC, str(binary), "run", "--config", str(config)]
+    command = [*read_only_prefix(), sys.executable, "-c", SANDBOX_EXEC, ",".join(unit_syscall_allow_list()),
+               str(binary), "run", "--config", str(config)]
     proxy = Proxy("proxy", command, PROXY_READY, config.parent)
     try:
         response = requests.post(
