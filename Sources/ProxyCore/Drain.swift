@@ -67,10 +67,11 @@ extension ProxyServer {
     /// Call `shutdown()` afterwards to release the pools and the thread pool.
     public func drain(timeout: Duration) async {
         let open = connections.startDraining()
+        await closeListeners()
+        // Logged once the listeners are closed, so what the line says is already true.
         logger.info(
             "draining: no new connections, finishing requests in flight",
             metadata: ["connections": "\(open.count)", "drain_timeout": "\(timeout)"])
-        await closeListeners()
         for channel in open {
             channel.pipeline.fireUserInboundEventTriggered(ProxyDrainEvent())
         }
