@@ -119,14 +119,24 @@ open('jwt.txt','w').write(jwt.encode({'iss':'https://idp.bench','aud':'otlp','su
     return {"jwt": (work / "jwt.txt").read_text().strip()}
 
 
-def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, streams: int, work: Path, n: int) -> dict:
+def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, streams: int, work: Path, n: int,
+           rps_per_client: int = 0) -> dict:
+    """Runs h2load; with `rps_per_client` the load is paced (open loop) instead of as fast as possible.
+    Also reports h2load's own CPU use, to tell when the load generator is the bottleneck."""
     log = work / "h2load.log"
     args = ["h2load", "-n", str(n), "-c", str(clients), "-m", str(streams), "-d", str(body), "--log-file", str(log)]
     if h1:
         args.append("--h1")
+    if rps_per_client:
+        args.append(f"--rps={rps_per_client}")
     for header in headers:
         args += ["-H", header]
+    usage_before = os.times()
+    started = time.monotonic()
     out = subprocess.run(args + [url], capture_output=True, text=True, timeout=600).stdout
+    usage_after = os.times()
+    loadgen_cpu = (usage_after.children_user + usage_after.children_system
+                   - usage_before.children_user - usage_before.children_system)
     stats = {"rps": 0.0, "mbps": 0.0, "ok": 0, "failed": n}
     for line in out.splitlines():
         if line.startswith("finished in"):
@@ -143,13 +153,30 @@ def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, str
         stats["p50"] = latencies[len(latencies) // 2] / 1000
         stats["p99"] = latencies[int(len(latencies) * 0.99)] / 1000
     stats["failed"] = n - stats["ok"]
+    stats["loadgen_busy"] = loadgen_cpu / max(time.monotonic() - started, 1e-9)
     return stats
+
+
+def idle_connections_rss(port: int, pids: list[int], ca_file: Path, count: int = 1000) -> float:
+    """RSS (MiB, summed over the proxy's processes) while `count` TLS connections (ALPN h2) sit idle."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.set_alpn_protocols(["h2"])
+    conns = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", port))
+            conns.append(context.wrap_socket(raw, server_hostname="localhost"))
+        time.sleep(1)
+        return sum(rss_kib(pid) for pid in pids) / 1024
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="otlp-bench-"))
     fixtures = make_fixtures(work)
-    ports = {name: free_port() for name in ("sink_http", "sink_grpc", "proxy_grpc", "proxy_http", "nghttpx", "haproxy_static", "haproxy_jwt", "haproxy_h1")}
+    ports = {name: free_port() for name in ("sink_http", "sink_grpc", "proxy_grpc", "proxy_http", "proxy2_grpc", "proxy2_http", "nghttpx", "haproxy_static", "haproxy_jwt", "haproxy_h1")}
     (work / "proxy.yaml").write_text(f"""
 grpc: {{ endpoint: "127.0.0.1:{ports['proxy_grpc']}" }}
 http: {{ endpoint: "127.0.0.1:{ports['proxy_http']}" }}
@@ -259,18 +286,45 @@ backend http
                   f"{stats['cpu100k']:10.2f} {stats['rss']:12.1f} {ratio('nghttpx'):>10} {ratio('HAProxy'):>10}"
                   + ("" if stats["failed"] == 0 else f"  ({stats['failed']} failed)"))
 
-        # Idle and 1,000 idle TLS connections.
-        context = ssl.create_default_context(cafile=str(work / "certs/ca.crt"))
-        context.set_alpn_protocols(["h2"])
-        conns = []
-        for _ in range(1000):
-            raw = socket.create_connection(("127.0.0.1", ports["proxy_grpc"]))
-            conns.append(context.wrap_socket(raw, server_hostname="localhost"))
-        time.sleep(1)
-        rss_1000 = rss_kib(proxy.proc.pid)
-        for conn in conns:
-            conn.close()
-        print(f"\notlp-auth-proxy idle RSS {idle_rss / 1024:.1f} MiB; with 1,000 idle TLS connections {rss_1000 / 1024:.1f} MiB; "
+        # p99 added over going straight to the upstream, both paced at half of our peak (gRPC 1 KiB, bearer).
+        peak = next(s for t, n, s in rows if t == "gRPC 1 KiB, bearer" and n == "otlp-auth-proxy")["rps"]
+        clients = 4
+        paced = max(int(peak / 2 / clients), 1)
+        paced_n = max(int(peak / 2 * 10), 1000)  # about ten seconds
+        direct = h2load(f"http://127.0.0.1:{ports['sink_grpc']}{GRPC_PATH}", work / "grpc-1k.bin", grpc + bearer, False,
+                        clients, 1, work, paced_n, rps_per_client=paced)
+        through = h2load(url(ports["proxy_grpc"]), work / "grpc-1k.bin", grpc + bearer, False, clients, 1, work, paced_n,
+                         rps_per_client=paced)
+        print(f"\nat half of peak ({paced * clients} req/s, gRPC 1 KiB, bearer): p99 straight to the sink "
+              f"{direct.get('p99', 0):.2f} ms, through otlp-auth-proxy {through.get('p99', 0):.2f} ms, "
+              f"added {through.get('p99', 0) - direct.get('p99', 0):.2f} ms (p50 added "
+              f"{through.get('p50', 0) - direct.get('p50', 0):.2f} ms)")
+
+        # Two worker threads against one, same scenario, more clients so two loops have work.
+        config2 = (work / "proxy.yaml").read_text().replace(str(ports["proxy_grpc"]), str(ports["proxy2_grpc"])).replace(
+            str(ports["proxy_http"]), str(ports["proxy2_http"]))
+        (work / "proxy2.yaml").write_text(config2)
+        proxy2 = Proc([str(BIN), "run", "--config", "proxy2.yaml", "--threads", "2"], work, "proxy2")
+        procs.append(proxy2)
+        wait_port(ports["proxy2_grpc"])
+        scaling = {}
+        for threads, port in ((1, ports["proxy_grpc"]), (2, ports["proxy2_grpc"])):
+            h2load(url(port), work / "grpc-1k.bin", grpc + bearer, False, 8, 32, work, 2000)
+            scaling[threads] = h2load(url(port), work / "grpc-1k.bin", grpc + bearer, False, 8, 32, work, REQUESTS)
+        ratio = scaling[2]["rps"] / max(scaling[1]["rps"], 1)
+        busy = scaling[2]["loadgen_busy"]
+        verdict = ("the load generator is the bottleneck (h2load used {:.0%} of a core on a {}-core machine shared with "
+                   "the proxy and the sink)".format(busy, os.cpu_count())) if busy > 0.85 or (os.cpu_count() or 1) < 4 else (
+                   "the load generator had headroom (h2load {:.0%} of a core)".format(busy))
+        print(f"2 worker threads: {scaling[2]['rps']:.0f} req/s vs 1 thread {scaling[1]['rps']:.0f} req/s = {ratio:.2f}x; {verdict}")
+
+        # Idle and 1,000 idle TLS connections, for each proxy.
+        ca = work / "certs/ca.crt"
+        rss_1000 = idle_connections_rss(ports["proxy_grpc"], proxy.pids(), ca)
+        nghttpx_1000 = idle_connections_rss(ports["nghttpx"], nghttpx.pids(), ca)
+        haproxy_1000 = idle_connections_rss(ports["haproxy_static"], haproxy.pids(), ca)
+        print(f"\notlp-auth-proxy idle RSS {idle_rss / 1024:.1f} MiB; with 1,000 idle TLS connections {rss_1000:.1f} MiB "
+              f"(nghttpx {nghttpx_1000:.1f} MiB, HAProxy {haproxy_1000:.1f} MiB); "
               f"binary {BIN.stat().st_size / 1024 / 1024:.1f} MiB; startup to listening {startup * 1000:.0f} ms")
         return 0
     finally:
