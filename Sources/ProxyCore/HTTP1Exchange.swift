@@ -83,6 +83,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         held.releaseAll()
+        // The context holds this handler strongly: keeping it would be a cycle leaking both.
+        self.context = nil
     }
 
     // MARK: Client side
