@@ -309,6 +309,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let parserError = error as? HTTPParserError {
             let reply: LocalReply = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+            if case .idle = state {
+                // Between requests: the error belongs to the next request (one pipelined behind a
+                // request that was in flight reaches us only once that response has ended), so the
+                // previous request's facts must not decide how to answer it.
+                responseStarted = false
+                responseComplete = false
+                requestComplete = false
+            }
             if case .forwarding = state { detachUpstream(abort: true) }
             if responseStarted {
                 closeNow(context: context)
