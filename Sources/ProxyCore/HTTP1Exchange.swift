@@ -128,6 +128,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         idleCheck?.cancel()
         idleCheck = nil
         held.releaseAll()
+        // The context holds this handler strongly: keeping it would be a cycle leaking both.
+        self.context = nil
     }
 
     // MARK: Client side
@@ -354,6 +356,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let parserError = error as? HTTPParserError {
             let reply: LocalReply = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+            if case .idle = state {
+                // Between requests: the error belongs to the next request (one pipelined behind a
+                // request that was in flight reaches us only once that response has ended), so the
+                // previous request's facts must not decide how to answer it.
+                responseStarted = false
+                responseComplete = false
+                requestComplete = false
+            }
             if case .forwarding = state { detachUpstream(abort: true) }
             if responseStarted {
                 closeNow(context: context)

@@ -36,6 +36,12 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private(set) var peerAddress: String?
     /// The server is draining: the shutdown notice went out, the final GOAWAY follows.
     private var draining = false
+    /// Streams with response DATA submitted, and when the client last took some of it. A client
+    /// that keeps a stream's window shut (or stops reading the socket) would otherwise hold the
+    /// stream, its exchange and the response bytes forever, while PINGs keep the connection from
+    /// ever being idle: a stream that could send nothing for `http.idle_timeout` is reset (CANCEL).
+    private var responseProgress: [Int32: NIODeadline] = [:]
+    private var stallCheck: Scheduled<Void>?
 
     init(
         runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
@@ -53,14 +59,25 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         self.session = try HTTP2Session(role: .server, settings: settings)
     }
 
-    var eventLoop: any EventLoop { context!.eventLoop }
+    /// Set in handlerAdded; outlives `context`, which is released in handlerRemoved.
+    private var loop: (any EventLoop)?
+    var eventLoop: any EventLoop { loop! }
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        loop = context.eventLoop
         peerAddress = context.channel.remoteAddress?.hostPort
         flushOutput()  // our SETTINGS
+    }
+
+    /// The context holds this handler strongly: keeping it after removal would be a cycle that
+    /// leaks the handler and its nghttp2 session (about 25 KiB) with every closed connection.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stallCheck?.cancel()
+        stallCheck = nil
+        self.context = nil
     }
 
     // MARK: Client bytes in
@@ -76,6 +93,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             return
         }
         handleEvents()
+        if !session.wantsRead && !isWritable {
+            // The session is over (nghttp2 ended it) and the client is not reading: nothing can
+            // finish, and its bytes would keep the connection from ever being idle.
+            closeConnection(sendGoaway: false)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -91,6 +113,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
+        stallCheck?.cancel()
+        stallCheck = nil
+        responseProgress.removeAll()
         let open = exchanges
         exchanges.removeAll()
         for exchange in open.values { exchange.clientGone() }
@@ -172,12 +197,15 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 session.consume(streamID: streamID, bytes: data.readableBytes)
             }
         case .dataSent(let streamID, let bytes):
+            if responseProgress[streamID] != nil { responseProgress[streamID] = .now() }
             held.release(streamID, bytes)
             exchanges[streamID]?.clientTookResponseBytes(bytes)
         case .streamReset(let streamID, _):
+            responseProgress.removeValue(forKey: streamID)
             exchanges.removeValue(forKey: streamID)?.clientGone()
             held.releaseStream(streamID)
         case .streamClosed(let streamID, let code):
+            responseProgress.removeValue(forKey: streamID)
             exchanges.removeValue(forKey: streamID)?.clientStreamClosed(errorCode: code)
             held.releaseStream(streamID)
         case .goaway, .remoteSettings:
@@ -199,7 +227,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     func submitData(_ streamID: Int32, _ data: ByteBuffer, endStream: Bool) {
         do {
             try session.submitData(streamID: streamID, data, endStream: endStream)
-            if exchanges[streamID] != nil { held.add(streamID, data.readableBytes) }
+            if exchanges[streamID] != nil {
+                held.add(streamID, data.readableBytes)
+                if data.readableBytes > 0 && responseProgress[streamID] == nil { watchResponse(streamID) }
+            }
         } catch {
             session.submitReset(streamID: streamID, errorCode: .internalError)
         }
@@ -220,6 +251,55 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         flushOutput(force: true)
         session.submitReset(streamID: streamID, errorCode: errorCode)
         scheduleFlush()
+    }
+
+    // MARK: Stalled responses
+
+    private func watchResponse(_ streamID: Int32) {
+        responseProgress[streamID] = .now()
+        if stallCheck == nil { scheduleStallCheck(at: .now() + runtime.limits.idleTimeout) }
+    }
+
+    private func scheduleStallCheck(at deadline: NIODeadline) {
+        guard let context else { return }
+        stallCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            stallCheck = nil
+            checkStalledResponses()
+        }
+    }
+
+    /// Resets each stream whose queued response DATA could not move for a whole idle timeout, and
+    /// closes the connection when the client is not reading the socket at all (then not even the
+    /// RST_STREAM could be written).
+    private func checkStalledResponses() {
+        guard !closing else { return }
+        let now = NIODeadline.now()
+        let timeout = runtime.limits.idleTimeout
+        var stalled: [Int32] = []
+        var next: NIODeadline?
+        for (streamID, progress) in responseProgress {
+            if session.queuedOutboundBytes(streamID: streamID) == 0 {
+                responseProgress.removeValue(forKey: streamID)
+            } else if progress + timeout <= now {
+                stalled.append(streamID)
+            } else {
+                next = min(next ?? progress + timeout, progress + timeout)
+            }
+        }
+        guard stalled.isEmpty || isWritable else {
+            logger.debug("HTTP/2 client stopped reading", metadata: ["stalled_streams": "\(stalled.count)"])
+            closeConnection(sendGoaway: true)
+            return
+        }
+        for streamID in stalled.sorted() {
+            logger.debug("HTTP/2 response stalled by the client's flow control", metadata: ["stream": "\(streamID)"])
+            responseProgress.removeValue(forKey: streamID)
+            exchanges.removeValue(forKey: streamID)?.clientGone()
+            held.releaseStream(streamID)
+            session.submitReset(streamID: streamID, errorCode: .cancel)
+        }
+        if !stalled.isEmpty { flushOutput() }
+        if let next { scheduleStallCheck(at: next) }
     }
 
     /// Opens the client's window by `bytes` of request DATA that went on towards the receiver.

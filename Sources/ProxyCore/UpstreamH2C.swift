@@ -68,6 +68,12 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         if context.channel.isActive { becameActive(context: context) }
     }
 
+    /// The context holds this handler strongly: keeping it after removal would be a cycle that
+    /// leaks both with every closed connection.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         becameActive(context: context)
         context.fireChannelActive()

@@ -42,6 +42,12 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
         isActive = context.channel.isActive
     }
 
+    /// The context holds this handler strongly: keeping it after removal would be a cycle that
+    /// leaks both with every closed connection.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         isActive = true
         context.fireChannelActive()

@@ -38,6 +38,8 @@ public final class HTTP2Session {
     private var failure: HTTP2Error?
     /// Output serialised by `receive` (see there), written out first by the next `drainOutput`.
     private var pendingOutput: ByteBuffer
+    /// How much output `receive` serialises before leaving the rest queued in nghttp2.
+    static let pendingOutputLimit = 64 * 1024
     /// True once the caller submitted a GOAWAY: a GOAWAY with an error code is then not a sign
     /// that nghttp2 found a connection error.
     private var callerSentGoaway = false
@@ -46,6 +48,13 @@ public final class HTTP2Session {
     private var libraryGoaway: (code: HTTP2ErrorCode, reason: String)?
     /// The last message nghttp2 passed to its error callback, for error descriptions.
     private var lastLibraryMessage: String?
+    /// Streams the caller reset (`submitReset`) whose RST_STREAM has not been sent yet: those
+    /// resets are the proxy's decision, not a glitch of the peer's.
+    private var callerResets: Set<Int32> = []
+    /// What the peer may still get wrong before the session ends (`maxGlitches`).
+    private var glitches: GlitchBudget
+    /// Set when the glitch budget ran out; the GOAWAY(ENHANCE_YOUR_CALM) is queued.
+    private var glitchError: HTTP2Error?
 
     /// Creates the nghttp2 session and queues our SETTINGS and the connection WINDOW_UPDATE
     /// (the client's connection preface is written by the first `drainOutput`).
@@ -54,6 +63,8 @@ public final class HTTP2Session {
         self.role = role
         self.settings = settings
         self.pendingOutput = allocator.buffer(capacity: 0)
+        self.glitches = GlitchBudget(burst: settings.maxGlitches, perSecond: settings.glitchesPerSecond,
+                                     now: NIODeadline.now().uptimeNanoseconds)
 
         // passUnretained: this object owns the nghttp2 session and frees it in deinit, so the
         // session (and every callback it makes) never outlives the pointer it was given.
@@ -144,6 +155,8 @@ public final class HTTP2Session {
         try check(settings.maxHeaderCount >= 1, "maxHeaderCount \(settings.maxHeaderCount) (at least 1)")
         try check(settings.maxSettingsEntries >= 1, "maxSettingsEntries \(settings.maxSettingsEntries) (at least 1)")
         try check(settings.maxOutboundAck >= 1, "maxOutboundAck \(settings.maxOutboundAck) (at least 1)")
+        try check(settings.maxGlitches >= 1, "maxGlitches \(settings.maxGlitches) (at least 1)")
+        try check(settings.glitchesPerSecond >= 0, "glitchesPerSecond \(settings.glitchesPerSecond) (0 or more)")
     }
 
     // MARK: Bytes in and out
@@ -180,8 +193,15 @@ public final class HTTP2Session {
             failure = error
             throw error
         }
-        if nghttp2_session_want_write(session) != 0 {
+        // While the caller cannot write (the peer is not reading), output serialised here would pile
+        // up without bound; past a limit it stays in nghttp2's queue instead, where its flood
+        // checks (the count of queued PING and SETTINGS ACKs) see it and end the session.
+        if nghttp2_session_want_write(session) != 0 && pendingOutput.readableBytes < Self.pendingOutputLimit {
             try send(into: &pendingOutput, events: &events)
+        }
+        if let glitchError {
+            failure = glitchError
+            throw glitchError
         }
         if let goaway = libraryGoaway {
             let reason = goaway.reason.isEmpty ? (lastLibraryMessage ?? "") : goaway.reason
@@ -331,7 +351,9 @@ public final class HTTP2Session {
     /// submitted): call `drainOutput` first when they must reach the peer.
     public func submitReset(streamID: Int32, errorCode: HTTP2ErrorCode) {
         guard let session else { return }
-        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, errorCode.rawValue)
+        if nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, errorCode.rawValue) == 0 {
+            callerResets.insert(streamID)
+        }
     }
 
     /// GOAWAY with the last stream id we processed (or the one given) and the code.
@@ -432,6 +454,10 @@ public final class HTTP2Session {
         let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         switch Int(hd.type) {
         case Int(NGHTTP2_DATA.rawValue):
+            if hd.length == 0 && !endStream {
+                // Legal, but it carries nothing and ends nothing: only costs us a frame's work.
+                glitch(session, "empty DATA frames")
+            }
             guard endStream else { return }
             // END_STREAM belongs to the frame; mark the chunk it carried, if that chunk is
             // still in this batch, otherwise report it as an empty final chunk.
@@ -479,16 +505,26 @@ public final class HTTP2Session {
     }
 
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
+        callerResets.remove(streamID)
         guard let state = streams.removeValue(forKey: streamID) else { return }
         if state.localOpened { localOpenCount -= 1 }
         pendingEvents.append(.streamClosed(streamID: streamID, errorCode: HTTP2ErrorCode(wire: errorCode)))
     }
 
-    fileprivate func frameSent(frame: UnsafePointer<nghttp2_frame>) {
+    fileprivate func frameSent(session: OpaquePointer, frame: UnsafePointer<nghttp2_frame>) {
+        if Int(frame.pointee.hd.type) == Int(NGHTTP2_RST_STREAM.rawValue) {
+            // A reset the caller did not ask for is nghttp2 answering a stream error of the peer's.
+            // NO_ERROR resets (a complete response before the request ended) are not errors.
+            if callerResets.remove(frame.pointee.hd.stream_id) == nil,
+               frame.pointee.rst_stream.error_code != NGHTTP2_NO_ERROR.rawValue {
+                glitch(session, "stream errors")
+            }
+            return
+        }
         guard Int(frame.pointee.hd.type) == Int(NGHTTP2_GOAWAY.rawValue) else { return }
         let goaway = frame.pointee.goaway
         guard goaway.error_code != NGHTTP2_NO_ERROR.rawValue, !callerSentGoaway, callbackError == nil,
-              libraryGoaway == nil else { return }
+              glitchError == nil, libraryGoaway == nil else { return }
         let reason: String
         if let opaque = goaway.opaque_data, goaway.opaque_data_len > 0 {
             reason = String(decoding: UnsafeBufferPointer(start: opaque, count: min(goaway.opaque_data_len, 256)), as: UTF8.self)
@@ -506,6 +542,16 @@ public final class HTTP2Session {
         guard Int(hd.type) == Int(NGHTTP2_HEADERS.rawValue), streams[hd.stream_id] != nil,
               nghttp2_session_find_stream(session, hd.stream_id) == nil else { return }
         streamClosed(streamID: hd.stream_id, errorCode: HTTP2ErrorCode.refusedStream.rawValue)
+    }
+
+    /// Spends one glitch; once the budget is gone, ends the session with GOAWAY(ENHANCE_YOUR_CALM).
+    /// nghttp2 allows terminating the session from inside its callbacks.
+    private func glitch(_ session: OpaquePointer, _ what: String) {
+        guard glitchError == nil, !glitches.spend(now: NIODeadline.now().uptimeNanoseconds) else { return }
+        glitchError = HTTP2Error(
+            kind: .protocolViolation,
+            description: "HTTP/2 peer caused too many \(what) (more than \(settings.maxGlitches) in a burst)")
+        _ = nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
     }
 
     fileprivate func libraryError(_ message: String) {
@@ -657,6 +703,33 @@ private struct StreamState {
     }
 }
 
+/// A token bucket of peer glitches: `burst` tokens, refilled at `perSecond`. Times are monotonic
+/// nanoseconds, passed in.
+struct GlitchBudget {
+    private let burst: Double
+    private let perSecond: Double
+    private var tokens: Double
+    private var updated: UInt64
+
+    init(burst: Int, perSecond: Int, now: UInt64) {
+        self.burst = Double(burst)
+        self.perSecond = Double(perSecond)
+        self.tokens = Double(burst)
+        self.updated = now
+    }
+
+    /// Takes one token; false when there was none left.
+    mutating func spend(now: UInt64) -> Bool {
+        if now > updated {
+            tokens = min(burst, tokens + Double(now - updated) / 1e9 * perSecond)
+            updated = now
+        }
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+}
+
 /// Accounting for the header block being received.
 private struct HeaderBlock {
     var streamID: Int32
@@ -717,8 +790,8 @@ fileprivate func onStreamClose(_ session: OpaquePointer?, _ streamID: Int32, _ e
 
 fileprivate func onFrameSend(_ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?,
                              _ userData: UnsafeMutableRawPointer?) -> Int32 {
-    guard let frame, let owner = owner(userData) else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
-    owner.frameSent(frame: frame)
+    guard let session, let frame, let owner = owner(userData) else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
+    owner.frameSent(session: session, frame: frame)
     return 0
 }
 

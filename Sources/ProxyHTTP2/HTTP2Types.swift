@@ -24,6 +24,14 @@ public struct HTTP2SessionSettings: Sendable, Equatable {
     public var maxSettingsEntries: Int = 32
     /// Outbound SETTINGS/PING ACKs queued before the peer counts as flooding us.
     public var maxOutboundAck: Int = 1000
+    /// "Glitches" the peer may cause in a burst: streams nghttp2 resets by itself because of what
+    /// the peer sent (malformed headers, a zero WINDOW_UPDATE, DATA after END_STREAM, a wrong
+    /// content-length, streams over the limit) and DATA frames that carry nothing and do not end
+    /// the stream. The peer does not reset these streams itself, so nghttp2's rapid-reset limit
+    /// never counts them. Past the burst the session ends with GOAWAY(ENHANCE_YOUR_CALM).
+    public var maxGlitches: Int = 1000
+    /// How many glitches per second the burst allowance refills by.
+    public var glitchesPerSecond: Int = 33
 
     public init() {}
 }

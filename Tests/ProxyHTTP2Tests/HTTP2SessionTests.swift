@@ -439,6 +439,111 @@ final class HTTP2SessionTests: XCTestCase {
         XCTAssertFalse(server.wantsRead)
     }
 
+    // MARK: Glitches: stream errors nghttp2 answers by itself, empty DATA frames
+
+    /// The "MadeYouReset" pattern: each stream is made to fail (here a wrong content-length), so nghttp2 resets it without the client ever sending RST_STREAM. Within the
+    /// budget each is a stream error only; past it the session ends with GOAWAY(ENHANCE_YOUR_CALM).
+    func testServerProvokedResets_PastGlitchBudget_GoawayEnhanceYourCalm() throws {
+        var settings = HTTP2SessionSettings()
+        settings.maxGlitches = 10
+        settings.glitchesPerSecond = 0
+        let server = try HTTP2Session(role: .server, settings: settings)
+        let raw = RawClient(server: server)
+        try raw.handshake()
+        try raw.send(bytes: provokedResets(streams: 1...10))
+        let within = try raw.drain()
+        XCTAssertEqual(within.filter { $0.type == RawFrame.rstStream }.count, 10)
+        XCTAssertTrue(within.allSatisfy { $0.type != RawFrame.goaway })
+        XCTAssertTrue(server.wantsRead, "stream errors within the budget keep the connection")
+
+        XCTAssertThrowsError(try raw.send(bytes: provokedResets(streams: 11...11))) { error in
+            XCTAssertEqual((error as? HTTP2Error)?.kind, .protocolViolation)
+            XCTAssertTrue(String(describing: error).contains("stream errors"), "got: \(String(describing: error))")
+        }
+        let goaway = try raw.drain().compactMap(\.goawayFields)
+        XCTAssertEqual(goaway.map(\.errorCode), [HTTP2ErrorCode.enhanceYourCalm.rawValue])
+        XCTAssertFalse(server.wantsRead)
+    }
+
+    /// Resets the proxy decides on (a cancelled upstream, a stalled reader) are not the peer's glitches.
+    func testCallerResets_NotCountedAsGlitches() throws {
+        var settings = HTTP2SessionSettings()
+        settings.maxGlitches = 3
+        settings.glitchesPerSecond = 0
+        let pair = try SessionPair(server: settings)
+        for _ in 0..<10 {
+            let id = try pair.client.submitRequest(fields: requestFields(), endStream: false)
+            try pair.pump()
+            pair.server.submitReset(streamID: id, errorCode: .cancel)
+            try pair.pump()
+            XCTAssertEqual(pair.clientEvents.last, .streamClosed(streamID: id, errorCode: .cancel))
+        }
+        XCTAssertFalse(pair.clientEvents.contains { if case .goaway = $0 { return true } else { return false } })
+        XCTAssertTrue(pair.server.wantsRead)
+    }
+
+    func testEmptyDataFrames_PastGlitchBudget_GoawayEnhanceYourCalm() throws {
+        var settings = HTTP2SessionSettings()
+        settings.maxGlitches = 10
+        settings.glitchesPerSecond = 0
+        let server = try HTTP2Session(role: .server, settings: settings)
+        let raw = RawClient(server: server)
+        try raw.handshake()
+        try raw.send(RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, streamID: 1, payload: HPACK.request()))
+        let empty = RawFrame(type: RawFrame.data, flags: 0, streamID: 1, payload: [])
+        try raw.send(bytes: Array(repeating: empty.bytes, count: 10).flatMap { $0 })
+        XCTAssertTrue(try raw.drain().allSatisfy { $0.type != RawFrame.goaway })
+        XCTAssertThrowsError(try raw.send(empty)) { error in
+            XCTAssertTrue(String(describing: error).contains("empty DATA"), "got: \(String(describing: error))")
+        }
+        XCTAssertEqual(try raw.drain().compactMap(\.goawayFields).map(\.errorCode), [HTTP2ErrorCode.enhanceYourCalm.rawValue])
+        // An empty DATA frame that ends the stream is how many clients end a request: not a glitch.
+        let ok = try HTTP2Session(role: .server, settings: settings)
+        let client = RawClient(server: ok)
+        try client.handshake()
+        for index in 0..<20 {
+            let id = Int32(2 * index + 1)
+            try client.send(RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, streamID: id, payload: HPACK.request()),
+                            RawFrame(type: RawFrame.data, flags: RawFrame.endStream, streamID: id, payload: []))
+            ok.submitReset(streamID: id, errorCode: .noError)
+        }
+        XCTAssertTrue(try client.drain().allSatisfy { $0.type != RawFrame.goaway })
+    }
+
+    /// A peer that sends PINGs and never reads what we send: `receive` stops serialising output
+    /// past a limit, so the ACKs stay in nghttp2's queue, whose flood check ends the session
+    /// (rather than the ACKs piling up in our buffer without bound).
+    func testPingFlood_CallerNeverDrains_FloodedConnectionError() throws {
+        let server = try HTTP2Session(role: .server)
+        let raw = RawClient(server: server)
+        try raw.handshake()
+        let ping = RawFrame(type: 6, flags: 0, streamID: 0, payload: Array(repeating: 7, count: 8)).bytes
+        let batch = Array(repeating: ping, count: 500).flatMap { $0 }
+        var sent = 0
+        XCTAssertThrowsError(try {
+            while sent < 20_000 {
+                try raw.send(bytes: batch)
+                sent += 500
+            }
+        }()) { error in
+            XCTAssertEqual((error as? HTTP2Error)?.kind, .protocolViolation)
+        }
+        XCTAssertLessThan(sent, 10_000, "the flood was noticed once about 64 KiB of ACKs were waiting")
+        let frames = try raw.drain()
+        XCTAssertEqual(frames.compactMap(\.goawayFields).map(\.errorCode), [HTTP2ErrorCode.enhanceYourCalm.rawValue])
+    }
+
+    /// Each stream: request HEADERS declaring content-length 1, then 5 bytes of DATA with END_STREAM
+    /// (malformed, RFC 9113 §8.1.1: a stream error nghttp2 answers with RST_STREAM by itself).
+    private func provokedResets(streams: ClosedRange<Int>) -> [UInt8] {
+        let block = HPACK.request(extra: [("content-length", "1")])
+        return streams.flatMap { index -> [UInt8] in
+            let id = Int32(2 * index - 1)
+            return RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, streamID: id, payload: block).bytes
+                + RawFrame(type: RawFrame.data, flags: RawFrame.endStream, streamID: id, payload: [1, 2, 3, 4, 5]).bytes
+        }
+    }
+
     func testDataOnIdleStream_ProtocolViolation() throws {
         let server = try HTTP2Session(role: .server)
         let raw = RawClient(server: server)

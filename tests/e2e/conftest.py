@@ -202,7 +202,7 @@ def write_proxy_config(
     max_recv_msg_size: str = "4MiB",
     upstream_timeout: str = "30s",
     min_version: str = "1.2",
-    idle_timeout: str = "90s",
+    idle_timeout: str | None = None,
 ) -> Path:
     """A config with paths relative to its own directory, as users write them. `upstream_port`
     is the OTLP/HTTP upstream; `grpc_upstream_port` the h2c OTLP/gRPC one (default: the same)."""
@@ -212,10 +212,11 @@ def write_proxy_config(
     cert = os.path.relpath(certs / "server.crt", directory)
     key = os.path.relpath(certs / "server.key", directory)
     tokens = os.path.relpath(tokens_file, directory)
+    idle = f", idle_timeout: {idle_timeout}" if idle_timeout else ""
     config = directory / "proxy.yaml"
     config.write_text(
         f"""grpc: {{ endpoint: "127.0.0.1:0", max_recv_msg_size: {max_recv_msg_size} }}
-http: {{ endpoint: "127.0.0.1:0", max_request_body_size: {max_request_body_size}, idle_timeout: {idle_timeout} }}
+http: {{ endpoint: "127.0.0.1:0", max_request_body_size: {max_request_body_size}{idle} }}
 tls: {{ cert_file: {cert}, key_file: {key}, min_version: "{min_version}" }}
 upstream: {{ grpc: "127.0.0.1:{grpc_upstream_port}", http: "127.0.0.1:{upstream_port}", timeout: {upstream_timeout} }}
 auth: {{ bearer: {{ tokens_file: {tokens} }} }}

@@ -222,12 +222,17 @@ class GrpcReceiver:
 # --- a small HTTP/2 client over TLS (the h2 library) ---------------------------------------
 
 
-def tls_connect(port: int, ca_file: str, alpn: tuple[str, ...] = ("h2",), timeout: float = 10) -> ssl.SSLSocket:
+def tls_connect(port: int, ca_file: str, alpn: tuple[str, ...] = ("h2",), timeout: float = 10,
+                receive_buffer: int | None = None) -> ssl.SSLSocket:
     """TLS to the proxy with the given ALPN offer, certificate verified against the dev CA."""
     context = ssl.create_default_context(cafile=ca_file)
     context.set_alpn_protocols(list(alpn))
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        if receive_buffer is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        raw.settimeout(timeout)
+        raw.connect(("127.0.0.1", port))
         return context.wrap_socket(raw, server_hostname="127.0.0.1")
     except BaseException:
         raw.close()
@@ -342,9 +347,19 @@ def grpc_request_headers(port: int, token: str | None, path: str = TRACE_EXPORT,
 # --- raw frames for hostile input ----------------------------------------------------------
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x7, 0x9
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8, 0x9
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-CANCEL = 0x8
+# RFC 9113 section 7 error codes.
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED, REFUSED_STREAM, CANCEL = (
+    0x0, 0x1, 0x2, 0x3, 0x5, 0x7, 0x8)
+ENHANCE_YOUR_CALM = 0xB
+# SETTINGS identifiers.
+SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_INITIAL_WINDOW_SIZE = 0x3, 0x4
+
+
+def settings_payload(*entries: tuple[int, int]) -> bytes:
+    """The payload of a SETTINGS frame: 6 bytes per (identifier, value)."""
+    return b"".join(struct.pack(">HI", identifier, value) for identifier, value in entries)
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -361,15 +376,18 @@ class RawH2:
     """A TLS connection speaking raw HTTP/2 frames: the client preface, then whatever the test
     writes. Frames from the proxy are parsed only far enough to notice GOAWAY and EOF."""
 
-    def __init__(self, port: int, ca_file: str):
-        self.sock = tls_connect(port, ca_file)
+    def __init__(self, port: int, ca_file: str, settings: bytes = b"", receive_buffer: int | None = None):
+        """`settings`: the payload of the client's first SETTINGS frame (see `settings_payload`);
+        `receive_buffer`: a fixed SO_RCVBUF, so what the proxy sends backs up quickly when the
+        test stops reading."""
+        self.sock = tls_connect(port, ca_file, receive_buffer=receive_buffer)
         assert self.sock.selected_alpn_protocol() == "h2", self.sock.selected_alpn_protocol()
         self._buffer = bytearray()
         self.frames: list[tuple[int, int, int, bytes]] = []  # (type, flags, stream, payload)
         self.eof = False
         self.goaway_error: int | None = None
         self.send_failed = False
-        self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, settings))
         deadline = time.monotonic() + 5
         while not any(kind == SETTINGS and not flags & ACK for kind, flags, _, _ in self.frames):
             if self.eof or time.monotonic() > deadline:
