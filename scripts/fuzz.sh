@@ -3,7 +3,6 @@
 #
 #   FUZZ_SECONDS   seconds per target (default 60)
 #   FUZZ_TARGETS   space-separated subset, e.g. "jwt h2" (default: all)
-#   FUZZ_JOBS      parallel fuzzing processes per target (default 1)
 #
 # The committed seed corpus (fuzz/corpus/<target>) is only read; inputs that find new coverage go to
 # .build-fuzz/runs/corpus/<target>, which later runs start from too. A crash, leak or timeout leaves
@@ -14,7 +13,6 @@ cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-60}"
 targets="${FUZZ_TARGETS:-jwt jwks authorization htpasswd tokens config h2}"
-jobs="${FUZZ_JOBS:-1}"
 scratch="$PWD/.build-fuzz"
 runs="$scratch/runs"
 
@@ -37,7 +35,7 @@ for target in $targets; do
   echo "fuzzing $target for ${seconds}s (log: ${log#$PWD/})"
   status=0
   "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="${max_len[$target]:-4096}" \
-    -print_final_stats=1 -jobs="$jobs" -workers="$jobs" "${dict[@]}" \
+    -print_final_stats=1 "${dict[@]}" \
     -artifact_prefix="$runs/artifacts/$target/" "$runs/corpus/$target" "fuzz/corpus/$target" \
     >"$log" 2>&1 || status=$?
   runs_done=$(grep -ho 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{sum += $2} END {print sum + 0}')
