@@ -6,7 +6,7 @@ SWIFT ?= swift
 BIN := .build/debug/otlp-auth-proxy
 RUN_DIR := run
 
-.PHONY: deps build release run test test-swift test-e2e venv clean bench
+.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench
 
 deps:
 	@scripts/install-deps.sh
@@ -35,8 +35,20 @@ test-swift:
 test-e2e:
 	OTLP_AUTH_PROXY_BIN=$(BIN) .venv/bin/python -m pytest -q tests/e2e
 
+## The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own build directory.
+## LeakSanitizer's exit-time report is off unless LEAKS=1 (docs/security.md says why).
+test-asan: deps
+	ASAN_OPTIONS=detect_leaks=$(if $(LEAKS),1,0) $(SWIFT) test --sanitize=address --scratch-path .build-asan
+
+test-tsan: deps
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+
+## libFuzzer targets (fuzz/): builds them and runs each for FUZZ_SECONDS (default 60); see docs/security.md.
+fuzz: deps
+	@scripts/fuzz.sh
+
 clean:
-	rm -rf .build $(RUN_DIR)
+	rm -rf .build .build-asan .build-tsan .build-fuzz $(RUN_DIR)
 
 ## Side-by-side benchmark against nghttpx and HAProxy (prints one table; see docs/benchmarks.md).
 bench: deps venv

@@ -7,7 +7,11 @@ let package = Package(
     name: "otlp-auth-proxy",
     platforms: [.macOS(.v13)],
     products: [
-        .executable(name: "otlp-auth-proxy", targets: ["otlp-auth-proxy"])
+        .executable(name: "otlp-auth-proxy", targets: ["otlp-auth-proxy"]),
+        // Libraries for the fuzz targets in fuzz/ (a separate package that depends on this one by path).
+        .library(name: "ProxyAuth", targets: ["ProxyAuth"]),
+        .library(name: "ProxyConfig", targets: ["ProxyConfig"]),
+        .library(name: "ProxyHTTP2", targets: ["ProxyHTTP2"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -69,12 +69,19 @@ public struct BearerTokenTable: Sendable {
 
     /// Parses tokens-file YAML; `file` only names the source in messages.
     public static func parse(yaml text: String, file: String) throws(AuthConfigurationError) -> BearerTokenTable {
-        let root: Any?
+        let node: Node?
         do {
-            root = try Yams.load(yaml: text)
+            node = try Yams.compose(yaml: text)
         } catch {
             throw AuthConfigurationError(file: file, problems: ["not valid YAML: \(Self.describe(error))"])
         }
+        // Yams turns mapping keys into strings with a force unwrap: a key that is itself a map or a
+        // list would crash the process (at start-up, or at reload instead of keeping the old tokens).
+        if let node, let line = Self.firstNonScalarKeyLine(node) {
+            throw AuthConfigurationError(
+                file: file, problems: ["line \(line): a key is a map or a list; keys in this file are plain names"])
+        }
+        let root = node?.any
         guard let document = root as? [String: Any] else {
             throw AuthConfigurationError(
                 file: file, problems: ["expected a map with a `tokens` list at the top level"])
@@ -194,6 +201,24 @@ public struct BearerTokenTable: Sendable {
     }
 
     /// Describes a file or YAML error without quoting the file's contents (which may hold tokens).
+    /// The line of the first mapping key that is not a scalar (0 when Yams has no position), or nil.
+    static func firstNonScalarKeyLine(_ node: Node) -> Int? {
+        switch node {
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                if key.scalar == nil { return key.mark?.line ?? 0 }
+                if let line = firstNonScalarKeyLine(value) { return line }
+            }
+        case .sequence(let sequence):
+            for item in sequence {
+                if let line = firstNonScalarKeyLine(item) { return line }
+            }
+        case .scalar, .alias:
+            break
+        }
+        return nil
+    }
+
     private static func describe(_ error: any Error) -> String {
         if let yaml = error as? YamlError {
             switch yaml {

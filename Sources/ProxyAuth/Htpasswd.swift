@@ -162,6 +162,18 @@ public struct HtpasswdFile: Sendable {
         if !Crypt.isWellFormed(hash, kind: kind) {
             return "a damaged \(kind.name) hash (wrong length or characters); \(accepted)"
         }
+        // Every check, failed ones included, and the unknown-user dummy hash computed at load pay the
+        // entry's cost: bound it, so one entry cannot stall start-up or let each request burn seconds.
+        if let cost = Crypt.cost(of: hash, kind: kind), cost > kind.maximumCost {
+            switch kind {
+            case .bcrypt:
+                return "bcrypt cost \(cost) is above the maximum of \(kind.maximumCost) (each check would take "
+                    + "seconds to hours); re-create the entry with `htpasswd -B -C 10`"
+            case .shaCrypt:
+                return "sha-crypt rounds=\(cost) is above the maximum of \(kind.maximumCost) (each check would take "
+                    + "seconds or more); re-create the entry with fewer rounds, or with `htpasswd -B -C 10`"
+            }
+        }
         return nil
     }
 
@@ -227,6 +239,15 @@ enum Crypt {
             return nil
         }
 
+        /// The highest accepted cost: bcrypt's log2 rounds (14 is about a second per check), sha-crypt's
+        /// rounds (a million is about as long).
+        var maximumCost: Int {
+            switch self {
+            case .bcrypt: return 14
+            case .shaCrypt: return 1_000_000
+            }
+        }
+
         var name: String {
             switch self {
             case .bcrypt: return "bcrypt"
@@ -269,6 +290,19 @@ enum Crypt {
             else { return false }
             let length = prefix == "$5$" ? 43 : 86
             return digest.utf8.count == length && digest.utf8.allSatisfy(isHashCharacter)
+        }
+    }
+
+    /// A well-formed hash's cost: bcrypt's two-digit log2 rounds, sha-crypt's `rounds=` (nil when
+    /// absent: the default 5000).
+    static func cost(of hash: String, kind: Kind) -> Int? {
+        switch kind {
+        case .bcrypt:
+            return Int(String(decoding: Array(hash.utf8)[4..<6], as: UTF8.self))
+        case .shaCrypt(let prefix):
+            let afterPrefix = hash.dropFirst(prefix.count)
+            guard afterPrefix.hasPrefix("rounds="), let end = afterPrefix.firstIndex(of: "$") else { return nil }
+            return Int(afterPrefix[afterPrefix.index(afterPrefix.startIndex, offsetBy: 7)..<end])
         }
     }
 

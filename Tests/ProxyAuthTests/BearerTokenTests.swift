@@ -127,6 +127,31 @@ final class BearerTokenTests: XCTestCase {
         XCTAssertFalse(found[0].contains("abc-secret-value"), found[0])
     }
 
+    /// Found by fuzz-tokens: a mapping key that is itself a map made Yams' `Any` construction
+    /// force-unwrap nil and crash the process (the input below is the fuzzer's, unchanged).
+    func testLoad_MapOrListAsKey_RefusedNamingLine_NoCrash() {
+        let fuzzerInput = """
+            tokens:
+              - { principal: a, tenant: t, token: "fuzz-bearer-token-0123456789abcdef", signals: [traces, metrics, logs] }
+              - { principal: a, tenant: t, token: "fuzz-bearer-to+en-1227189659abcdef" }
+              - { principal: b, tenant: "bad tenant", token: short }
+              - { principal: c, tenant: t, sha256: "zz", tsignals:th }:
+            """
+        let found = problems(fuzzerInput)
+        XCTAssertEqual(found, ["line 5: a key is a map or a list; keys in this file are plain names"])
+        for input in ["{a: 1}: x\n", "tokens:\n  - ? [principal]\n    : a\n", "? !!set {a, b}\n: x\n"] {
+            XCTAssertEqual(problems(input).count, 1, input)
+            XCTAssertTrue(problems(input)[0].contains("a key is a map or a list"), input)
+        }
+        // Plain keys, anchors and merge keys still load.
+        let merged = """
+            base: &base {tenant: team-a}
+            tokens:
+              - {<<: *base, principal: a, token: "\(Self.plainToken)"}
+            """
+        XCTAssertEqual(problems(merged), ["unknown key `base`: the file has one key, `tokens`"])
+    }
+
     func testTenantID_Rules() {
         XCTAssertNil(TenantID.problem("team-a_1.prod"))
         XCTAssertNotNil(TenantID.problem(""))

@@ -87,6 +87,26 @@ final class HtpasswdTests: XCTestCase {
         XCTAssertEqual(found.count, 5, text)  // line 5 repeats `a`, whose line 1 was refused already
     }
 
+    /// Found by fuzz-htpasswd (a timeout): a well-formed bcrypt entry of cost 25 made loading compute
+    /// the unknown-user dummy hash at that cost, which takes hours. Costs are now bounded at load.
+    func testParse_ExcessiveCost_RefusedAtLoadWithoutHashing() throws {
+        let fuzzerInput = "# users\nalice:$2y$25$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\n"
+        let started = Date()
+        let found = problems(fuzzerInput)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2, "the cost-25 hash was computed")
+        XCTAssertEqual(found.count, 1)
+        XCTAssertTrue(found[0].hasPrefix("line 2 (user \"alice\"): bcrypt cost 25 is above the maximum of 14"), found[0])
+        XCTAssertFalse(found[0].contains("CCCCCCCC"), "the hash leaked into the message")
+
+        let shaRounds = "b:$6$rounds=1000001$saltsalt$" + String(repeating: "a", count: 86)
+        XCTAssertTrue(problems(shaRounds).first?.contains("rounds=1000001 is above the maximum of 1000000") == true, "\(problems(shaRounds))")
+        // The largest accepted costs still load. They come second: the dummy hash is made like the
+        // first entry, so this stays fast.
+        let highest = "b:$6$rounds=1000000$saltsalt$" + String(repeating: "a", count: 86)
+            + "\nc:" + Self.bcryptUU.replacingOccurrences(of: "$05$", with: "$14$")
+        XCTAssertEqual(try load("a:\(Self.sha256Secret)\n" + highest).users, ["a", "b", "c"])
+    }
+
     func testParse_DuplicateUser_NamesBothLines() {
         let found = problems("a:\(Self.bcryptUU)\nb:\(Self.bcryptUU)\na:\(Self.sha256Secret)")
         XCTAssertEqual(found, ["line 3: user \"a\" is already defined on line 1; keep one entry per user"])
