@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -28,6 +33,8 @@ public final class ProxyServer: Sendable {
     let connections = ConnectionRegistry()
     /// Held while a reload builds and swaps a runtime (Reload.swift), so reloads run one at a time.
     let reloadLock = NIOLock()
+    /// Logs failing accepts (descriptor limit) without flooding, and their end.
+    private let acceptFailures = AcceptFailures()
 
     public init(
         runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
@@ -81,9 +88,17 @@ public final class ProxyServer: Sendable {
     }
 
     private func bind(_ endpoint: Endpoint, name: String) async throws -> SocketAddress {
+        let acceptFailures = self.acceptFailures
+        let logger = self.logger
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptPauseHandler(listener: name, failures: acceptFailures, logger: logger))
+                }
+            }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
@@ -103,6 +118,7 @@ public final class ProxyServer: Sendable {
 
     /// Runs on the connection's event loop.
     private func initializeConnection(_ channel: any Channel, listener: String) throws {
+        acceptFailures.accepted(listener: listener, logger: logger)
         guard connections.register(channel) else { throw DrainingError() }
         let runtime = self.runtime
         try admitConnection(channel, listener: listener, runtime: runtime, services: services, logger: logger)
@@ -120,5 +136,115 @@ extension SocketAddress {
         let host = ipAddress ?? "?"
         let port = port ?? 0
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// Pauses a listener after a failed accept (no descriptors left, no kernel memory) by turning its
+/// `autoRead` off for `AcceptFailures.backoff`, then on again. Pending connections wait in the
+/// kernel's backlog meanwhile.
+///
+/// Without it the listener spins: when the first accept of a read already fails, NIO keeps the
+/// read pending and the socket registered, and the still-readable listening socket wakes the event
+/// loop at once, forever (NIO's `AcceptBackoffHandler` only helps once an accept succeeded in the
+/// same read). Sits first in the listening channel's pipeline; lives on its event loop.
+final class AcceptPauseHandler: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+
+    private let listener: String
+    private let failures: AcceptFailures
+    private let logger: Logger
+    private var resume: Scheduled<Void>?
+
+    init(listener: String, failures: AcceptFailures, logger: Logger) {
+        self.listener = listener
+        self.failures = failures
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let ioError = error as? IOError, let pause = failures.failed(ioError, listener: listener, logger: logger) else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard resume == nil, let options = context.channel.syncOptions else { return }
+        try? options.setOption(.autoRead, value: false)
+        resume = context.eventLoop.assumeIsolated().scheduleTask(in: pause) { [self] in
+            resume = nil
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        resume?.cancel()
+        resume = nil
+        context.fireChannelInactive()
+    }
+}
+
+/// What the listeners do when `accept` fails: a pause before the next attempt, and a log line when
+/// it starts failing, at most one more per `logInterval` while it keeps failing, and one when a
+/// connection is accepted again.
+///
+/// Shared by both listeners (each on its own event loop), so the state sits behind a lock; the
+/// lock is taken on every accepted connection only to read one flag.
+final class AcceptFailures: Sendable {
+    /// How long a listener waits after a failed accept before it tries again.
+    static let backoff: TimeAmount = .milliseconds(250)
+    static let logInterval: TimeAmount = .seconds(30)
+
+    private struct Failing {
+        var since: NIODeadline
+        var lastLogged: NIODeadline
+        var suppressed: Int
+        var total: Int
+    }
+
+    private let state = NIOLockedValueBox<[String: Failing]>([:])
+
+    /// Called by the listener's pause handler; returns how long to pause accepting, or nil when the
+    /// error needs no pause.
+    func failed(_ error: IOError, listener: String, logger: Logger) -> TimeAmount? {
+        // The peer gave up before we accepted: nothing is wrong with the listener.
+        if error.errnoCode == ECONNABORTED { return nil }
+        let now = NIODeadline.now()
+        let report = state.withLockedValue { state -> Int? in
+            var failing = state[listener] ?? Failing(since: now, lastLogged: now, suppressed: 0, total: 0)
+            failing.total += 1
+            defer { state[listener] = failing }
+            if failing.total == 1 || now - failing.lastLogged >= Self.logInterval {
+                let suppressed = failing.suppressed
+                failing.lastLogged = now
+                failing.suppressed = 0
+                return suppressed
+            }
+            failing.suppressed += 1
+            return nil
+        }
+        if let suppressed = report {
+            logger.warning(
+                "accept failed, new connections wait in the backlog",
+                metadata: [
+                    "listener": "\(listener)", "error": "\(error)",
+                    "retry_in_ms": "\(Self.backoff.nanoseconds / 1_000_000)",
+                    "failures_not_logged": "\(suppressed)",
+                ])
+        }
+        return Self.backoff
+    }
+
+    /// Called for every accepted connection; logs the end of a failing period.
+    func accepted(listener: String, logger: Logger) {
+        let ended = state.withLockedValue { state -> Failing? in
+            guard !state.isEmpty else { return nil }
+            return state.removeValue(forKey: listener)
+        }
+        if let ended {
+            logger.info(
+                "accepting again",
+                metadata: [
+                    "listener": "\(listener)", "failed_accepts": "\(ended.total)",
+                    "seconds": "\(Double((NIODeadline.now() - ended.since).nanoseconds) / 1e9)",
+                ])
+        }
     }
 }
