@@ -97,6 +97,9 @@ struct GRPCMessageScanner {
         case tooLarge(Int)
     }
 
+    /// True between messages: every message seen so far arrived whole.
+    var atMessageBoundary: Bool { prefixSeen == 0 && remaining == 0 }
+
     mutating func scan(_ buffer: ByteBuffer) -> Outcome {
         var view = buffer.readableBytesView[...]
         while !view.isEmpty {

@@ -394,6 +394,9 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var responseComplete = false
     private var bodyBytes = 0
     private var scanner: GRPCMessageScanner?
+    /// Follows the gRPC response messages relayed so far, to know whether the client holds only
+    /// whole messages when the receiver goes away mid-response.
+    private var responseScanner = GRPCMessageScanner(maxMessageSize: .max)
     /// Request bytes written to an HTTP/1.1 receiver that is not writable: consumed when it is.
     private var unconsumed = 0
     private var responseTimer: Scheduled<Void>?
@@ -697,6 +700,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
 
     func upstreamData(_ data: ByteBuffer, endStream: Bool) {
         requestLog.sent(data.readableBytes)
+        _ = responseScanner.scan(data)
         if endStream { finishResponse() }
         connection.submitData(streamID, data, endStream: endStream)
     }
@@ -713,10 +717,26 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         if !responseStarted {
             connection.logger.warning("gRPC upstream stream closed before responding", metadata: ["code": "\(errorCode)"])
             reply(.upstreamUnavailable, reason: "upstream_reset")
-        } else {
-            metrics.upstreamError(kind: "reset")
+            return
+        }
+        metrics.upstreamError(kind: "reset")
+        connection.logger.warning(
+            "gRPC upstream stream closed before the response ended", metadata: ["code": "\(errorCode)"])
+        if case .grpc = target, responseScanner.atMessageBoundary {
+            // The client has the response headers and only whole messages: end the call with a
+            // status it retries (UNAVAILABLE). A relayed reset would read as INTERNAL or CANCELLED.
+            requestLog.grpcStatus(LocalReply.upstreamUnavailable.rpcCode)
             finishRecord("upstream_error")
-            connection.submitReset(streamID, errorCode: reset && errorCode != .noError ? errorCode : .cancel)
+            connection.submitTrailers(
+                streamID,
+                fields: [
+                    HTTP2HeaderField(name: "grpc-status", value: String(LocalReply.upstreamUnavailable.rpcCode)),
+                    HTTP2HeaderField(name: "grpc-message", value: GRPC.percentEncoded(LocalReply.upstreamUnavailable.message)),
+                ])
+        } else {
+            // Part of a message is already with the client: only a reset can say it is incomplete.
+            finishRecord("upstream_error")
+            connection.submitReset(streamID, errorCode: .cancel)
         }
     }
 

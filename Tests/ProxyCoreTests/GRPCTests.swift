@@ -67,6 +67,20 @@ final class GRPCTests: XCTestCase {
         XCTAssertEqual(huge.scan(ByteBuffer(bytes: [0, 0xFF, 0xFF, 0xFF, 0xFF])), .tooLarge(0xFFFF_FFFF))
     }
 
+    func testScanner_AtMessageBoundary_OnlyBetweenWholeMessages() {
+        var scanner = GRPCMessageScanner(maxMessageSize: .max)
+        XCTAssertTrue(scanner.atMessageBoundary)  // nothing relayed yet
+        let message = frame(3)
+        _ = scanner.scan(ByteBuffer(bytes: message.prefix(2)))
+        XCTAssertFalse(scanner.atMessageBoundary)  // inside the prefix
+        _ = scanner.scan(ByteBuffer(bytes: message[2..<6]))
+        XCTAssertFalse(scanner.atMessageBoundary)  // inside the payload
+        _ = scanner.scan(ByteBuffer(bytes: message[6...]))
+        XCTAssertTrue(scanner.atMessageBoundary)
+        _ = scanner.scan(ByteBuffer(bytes: frame(0)))
+        XCTAssertTrue(scanner.atMessageBoundary)  // an empty message is whole once its prefix is
+    }
+
     func testHeaderPolicy_HTTP2Fields() {
         let policy = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: false)
         let client = [
