@@ -354,6 +354,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // After the connection closed (the decoder reports a body cut short at EOF): the request
+        // was already recorded as `client_gone` and no reply can be written.
+        if case .closing = state { return }
         if let parserError = error as? HTTPParserError {
             let reply: LocalReply = parserError == .headerOverflow ? .headersTooLarge : .badRequest
             if case .idle = state {
