@@ -5,8 +5,9 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN := .build/debug/otlp-auth-proxy
 RUN_DIR := run
+SOAK_SECONDS ?= 600
 
-.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench
+.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench soak
 
 deps:
 	@scripts/install-deps.sh
@@ -55,3 +56,9 @@ bench: deps venv
 	@scripts/install-bench-deps.sh
 	$(SWIFT) build -c release
 	.venv/bin/python bench/bench.py
+
+## Soak: the release build under mixed gRPC and HTTP exporters for SOAK_SECONDS (default 600) with 10%
+## invalid credentials and two receiver restarts; checks RSS slope, descriptors and that no span is lost.
+soak: deps venv
+	$(SWIFT) build -c release
+	SOAK_SECONDS=$(SOAK_SECONDS) OTLP_AUTH_PROXY_BIN=.build/release/otlp-auth-proxy .venv/bin/python tests/soak/soak.py

@@ -152,6 +152,9 @@ struct SinkCommand: AsyncParsableCommand {
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
         try? await group.shutdownGracefully()
+        // The final counters, once no event loop can count anything more: a caller that restarts
+        // the sink adds these up without racing requests that arrive while it stops.
+        printReady("sink stopped stats=\(String(decoding: sink.snapshot().json(), as: UTF8.self))")
     }
 }
 
