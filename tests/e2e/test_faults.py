@@ -773,6 +773,7 @@ def test_fd_limit_accept_fails_no_spin_logged_once_then_accepts_again(start_prox
     assert wait_until(lambda: open_fds(pid) <= baseline.fds, 10), (open_fds(pid), baseline.fds)
     assert resource.prlimit(pid, resource.RLIMIT_NOFILE)[0] == limit
     assert_recovers(proxy, ca_file, tokens.plain)
+    assert logs.wait_for("accepting again"), logs.text()[-3000:]
     sink.stop()
     assert wait_until(lambda: open_fds(pid) <= baseline.fds, 8), (open_fds(pid), baseline.fds)
     growth = (rss_kib(pid) - baseline.rss) / 1024

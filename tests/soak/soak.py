@@ -47,6 +47,9 @@ EXPORTER_PROCESSES = 2
 EXPORTERS_PER_PROCESS = 10
 PAUSE_BETWEEN_EXPORTS = 0.25
 RSS_SLOPE_LIMIT_MIB_PER_MIN = 1.0
+# How long the sink stays down at each restart: long enough that clients get 503 / UNAVAILABLE and
+# the exporters' own retries have to carry the spans across.
+RESTART_DOWNTIME_SECONDS = 2.0
 
 
 def binary() -> Path:
@@ -289,6 +292,7 @@ def main() -> int:
                     sink_totals[tenant][key] += value
             stopped = time.time() - started
             life += 1
+            time.sleep(RESTART_DOWNTIME_SECONDS)
             sink = start_sink(workdir, http_port, grpc_port, life)
             restarts.append(f"{stopped:.0f} s (down {time.time() - started - stopped:.2f} s)")
             print(f"soak: sink restarted at {restarts[-1]}", flush=True)
@@ -315,6 +319,8 @@ def main() -> int:
     final_rss = rss_kib(pid)
     proxy_alive = proxy.proc.poll() is None
     proxy.stop()
+    proxy_log = proxy.logs()
+    retryable = proxy_log.count('"outcome":"upstream_error"')
 
     # --- report ---
     warm_up = min(120.0, SOAK_SECONDS / 3)
@@ -359,7 +365,7 @@ def main() -> int:
     checks.append(("proxy still running at the end", proxy_alive))
     print()
     print(f"RSS: start {samples[0][1] / 1024:.1f} MiB, peak {max(r for _, r, _ in samples) / 1024:.1f} MiB, end {final_rss / 1024:.1f} MiB")
-    print(f"sink restarts at: {', '.join(restarts) or 'none'}")
+    print(f"sink restarts at: {', '.join(restarts) or 'none'}; requests answered 503 / UNAVAILABLE meanwhile: {retryable}")
     for text, passed in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
     return 0 if all(passed for _, passed in checks) else 1
