@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -63,4 +64,7 @@ def test_sigterm_stops_proxy_and_sink_cleanly(binary, certs, tokens_file, tmp_pa
     assert proxy.stop(timeout=10) == 0, proxy.describe()
     assert sink.stop(timeout=10) == 0, sink.describe()
     assert len(proxy.stdout_lines) == 1, proxy.stdout_lines  # the ready line only; logs go to stderr
-    assert len(sink.stdout_lines) == 1, sink.stdout_lines
+    # The sink's ready line, then its final counters as it stops; its logs go to stderr too.
+    assert len(sink.stdout_lines) == 2, sink.stdout_lines
+    assert sink.stdout_lines[1].startswith("sink stopped stats="), sink.stdout_lines
+    assert json.loads(sink.stdout_lines[1].split("=", 1)[1])["requests"] == 0
