@@ -139,6 +139,7 @@ class Baseline:
             f"{describe_fds(self.pid)}\n" + subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout[-3000:]
         )
         growth = (rss_kib(self.pid) - self.rss) / 1024
+        print(f"fds back to {open_fds(self.pid)} (baseline {self.fds}), RSS {growth:+.2f} MiB")  # shown with -s
         assert growth < RSS_BOUND_MIB, f"RSS grew by {growth:.1f} MiB (bound {RSS_BOUND_MIB} MiB)"
 
 
@@ -737,7 +738,9 @@ def test_sink_restart_on_same_ports_only_retryable_errors_then_first_request_suc
     assert restarted.stats()["tenants"]["team-a"]["requests"] >= 2
     restarted.stop()
     assert wait_until(lambda: open_fds(baseline.pid) <= baseline.fds, 8), (open_fds(baseline.pid), baseline.fds)
-    assert (rss_kib(baseline.pid) - baseline.rss) / 1024 < RSS_BOUND_MIB
+    growth = (rss_kib(baseline.pid) - baseline.rss) / 1024
+    print(f"fds back to {open_fds(baseline.pid)} (baseline {baseline.fds}), RSS {growth:+.2f} MiB")
+    assert growth < RSS_BOUND_MIB, f"RSS grew by {growth:.1f} MiB"
 
 
 # --- the proxy runs out of file descriptors ------------------------------------------------------
@@ -777,4 +780,5 @@ def test_fd_limit_accept_fails_no_spin_logged_once_then_accepts_again(start_prox
     sink.stop()
     assert wait_until(lambda: open_fds(pid) <= baseline.fds, 8), (open_fds(pid), baseline.fds)
     growth = (rss_kib(pid) - baseline.rss) / 1024
+    print(f"fds back to {open_fds(pid)} (baseline {baseline.fds}, limit {limit}), RSS {growth:+.2f} MiB, CPU {cpu_used:.2f} s in 3 s")
     assert growth < RSS_BOUND_MIB * 2, f"RSS grew by {growth:.1f} MiB"
