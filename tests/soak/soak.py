@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -368,7 +369,11 @@ def main() -> int:
     print(f"sink restarts at: {', '.join(restarts) or 'none'}; requests answered 503 / UNAVAILABLE meanwhile: {retryable}")
     for text, passed in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
-    return 0 if all(passed for _, passed in checks) else 1
+    if all(passed for _, passed in checks):
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+    print(f"logs kept in {workdir}")
+    return 1
 
 
 if __name__ == "__main__":
