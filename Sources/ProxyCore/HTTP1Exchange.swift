@@ -60,7 +60,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var requestComplete = false
     private var responseStarted = false
     private var responseComplete = false
+    /// Watches the receiver: no response head within `upstream.timeout` is a 504; once the response has
+    /// started, silence for as long closes the connection (a status is already with the client).
     private var responseTimer: Scheduled<Void>?
+    /// When the receiver last sent part of the response.
+    private var lastUpstreamActivity = NIODeadline.now()
     /// The access log and metrics facts of the current request; nil between requests.
     private var requestLog: RequestLog?
 
@@ -434,8 +438,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
                 // Informational (e.g. 100 Continue): the proxy answered Expect itself, so drop it.
                 return
             }
-            responseTimer?.cancel()
-            responseTimer = nil
+            lastUpstreamActivity = .now()
             responseStarted = true
             requestLog?.responseStarted(status: Int(head.status.code))
             var headers = runtime.headerPolicy.clientResponseHeaders(from: head.headers)
@@ -444,6 +447,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
                 wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: head.status, headers: headers))),
                 promise: nil)
         case .body(let buffer):
+            lastUpstreamActivity = .now()
             requestLog?.sent(buffer.readableBytes)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
@@ -527,14 +531,34 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     private func startResponseTimer(context: ChannelHandlerContext) {
-        guard responseTimer == nil, !responseStarted else { return }
-        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: runtime.limits.upstreamTimeout) { [self] in
+        guard responseTimer == nil else { return }
+        if responseStarted { lastUpstreamActivity = .now() }
+        scheduleResponseTimer(in: runtime.limits.upstreamTimeout, context: context)
+    }
+
+    private func scheduleResponseTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             responseTimedOut()
         }
     }
 
     private func responseTimedOut() {
-        guard let context, case .forwarding = state, !responseStarted else { return }
+        responseTimer = nil
+        guard let context, case .forwarding = state else { return }
+        if responseStarted {
+            let timeout = runtime.limits.upstreamTimeout
+            let silent = NIODeadline.now() - lastUpstreamActivity
+            if silent < timeout {
+                scheduleResponseTimer(in: timeout - silent, context: context)
+                return
+            }
+            // Part of the response is with the client already: closing is the only honest signal.
+            logger.warning("upstream stalled mid-response", metadata: ["upstream": "\(pool.address.hostPort)"])
+            services.metrics.upstreamError(kind: "timeout")
+            finishRecord("upstream_error")
+            closeNow(context: context)
+            return
+        }
         logger.warning("upstream timed out", metadata: ["upstream": "\(pool.address.hostPort)"])
         detachUpstream(abort: true)
         refuse(.upstreamTimeout, reason: "upstream_timeout", close: !requestComplete, context: context)

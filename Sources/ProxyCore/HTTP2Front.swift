@@ -399,7 +399,11 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var responseScanner = GRPCMessageScanner(maxMessageSize: .max)
     /// Request bytes written to an HTTP/1.1 receiver that is not writable: consumed when it is.
     private var unconsumed = 0
+    /// Watches the receiver: no response head within `upstream.timeout` is DEADLINE_EXCEEDED / 504; once
+    /// the response has started, silence for as long ends the stream as an upstream failure.
     private var responseTimer: Scheduled<Void>?
+    /// When the receiver last sent part of the response.
+    private var lastUpstreamActivity = NIODeadline.now()
     private var deadlineTimer: Scheduled<Void>?
     /// Set when the authentication outcome arrived (it is acted on once).
     private var authenticatedOnce = false
@@ -678,8 +682,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     func upstreamHeaders(_ fields: [HTTP2HeaderField], kind: HTTP2HeaderKind, endStream: Bool) {
         switch kind {
         case .response:
-            responseTimer?.cancel()
-            responseTimer = nil
+            lastUpstreamActivity = .now()
             responseStarted = true
             let status = fields.first { $0.name == ":status" }?.value ?? "200"
             requestLog.responseStarted(status: Int(status) ?? 0)
@@ -699,6 +702,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     func upstreamData(_ data: ByteBuffer, endStream: Bool) {
+        lastUpstreamActivity = .now()
         requestLog.sent(data.readableBytes)
         _ = responseScanner.scan(data)
         if endStream { finishResponse() }
@@ -719,14 +723,19 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             reply(.upstreamUnavailable, reason: "upstream_reset")
             return
         }
-        metrics.upstreamError(kind: "reset")
         connection.logger.warning(
             "gRPC upstream stream closed before the response ended", metadata: ["code": "\(errorCode)"])
+        endStartedResponse(upstreamError: "reset")
+    }
+
+    /// Ends a response the receiver started but did not finish (it reset, closed or went silent).
+    private func endStartedResponse(upstreamError kind: String) {
+        metrics.upstreamError(kind: kind)
+        finishRecord("upstream_error")
         if case .grpc = target, responseScanner.atMessageBoundary {
             // The client has the response headers and only whole messages: end the call with a
             // status it retries (UNAVAILABLE). A relayed reset would read as INTERNAL or CANCELLED.
             requestLog.grpcStatus(LocalReply.upstreamUnavailable.rpcCode)
-            finishRecord("upstream_error")
             connection.submitTrailers(
                 streamID,
                 fields: [
@@ -735,7 +744,6 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
                 ])
         } else {
             // Part of a message is already with the client: only a reset can say it is incomplete.
-            finishRecord("upstream_error")
             connection.submitReset(streamID, errorCode: .cancel)
         }
     }
@@ -790,14 +798,14 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         switch part {
         case .head(let head):
             guard head.status.code >= 200 else { return }
-            responseTimer?.cancel()
-            responseTimer = nil
+            lastUpstreamActivity = .now()
             responseStarted = true
             requestLog.responseStarted(status: Int(head.status.code))
             var fields = [HTTP2HeaderField(name: ":status", value: String(head.status.code))]
             fields += runtime.headerPolicy.clientResponseFields(from: head.headers.lazy.map { (name: $0.name, value: $0.value) })
             connection.submitResponse(streamID, fields: fields, endStream: false)
         case .body(let buffer):
+            lastUpstreamActivity = .now()
             requestLog.sent(buffer.readableBytes)
             connection.submitData(streamID, buffer, endStream: false)
         case .end:
@@ -891,14 +899,40 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     private func startResponseTimer() {
-        guard responseTimer == nil, !responseStarted, requestComplete else { return }
-        responseTimer = eventLoop.assumeIsolated().scheduleTask(in: runtime.limits.upstreamTimeout) { [self] in
+        guard responseTimer == nil, requestComplete else { return }
+        if responseStarted { lastUpstreamActivity = .now() }
+        scheduleResponseTimer(in: runtime.limits.upstreamTimeout)
+    }
+
+    private func scheduleResponseTimer(in delay: TimeAmount) {
+        responseTimer = eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             timedOut()
         }
     }
 
     private func timedOut() {
+        responseTimer = nil
         guard !responseComplete else { return }
+        if responseStarted {
+            let timeout = runtime.limits.upstreamTimeout
+            let silent = NIODeadline.now() - lastUpstreamActivity
+            if silent < timeout {
+                scheduleResponseTimer(in: timeout - silent)
+                return
+            }
+            connection.logger.warning("upstream stalled mid-response")
+            switch phase {
+            case .h2c(let upstream, let upstreamStreamID): upstream.resetStream(upstreamStreamID, errorCode: .cancel)
+            case .h1(let upstream):
+                upstream.exchange = nil
+                upstream.abort()
+            case .connecting, .finished: break
+            }
+            phase = .finished
+            cancelTimers()
+            endStartedResponse(upstreamError: "timeout")
+            return
+        }
         connection.logger.warning("upstream timed out")
         reply(.upstreamTimeout, reason: "upstream_timeout")
     }

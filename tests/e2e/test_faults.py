@@ -261,8 +261,10 @@ def reset_close(conn: socket.socket) -> None:
 
 class FaultyHTTP1Upstream(FakeUpstream):
     """An OTLP/HTTP receiver over keep-alive HTTP/1.1. Faults: `reset_after_request` (reads the whole
-    request, then RST), `reset_mid_response` (sends the head and part of the body, then RST), `hold`
-    (reads what comes and never answers; counts the proxy closing the connection)."""
+    request, then RST), `reset_mid_response` (sends the head and part of the body, then RST),
+    `stall_mid_response` (sends the head and part of the body, then nothing; counts the proxy closing
+    the connection), `hold` (reads what comes and never answers; counts the proxy closing the
+    connection)."""
 
     def serve(self, conn: socket.socket) -> None:
         buffer = b""
@@ -291,8 +293,13 @@ class FaultyHTTP1Upstream(FakeUpstream):
             if fault == "reset_after_request":
                 reset_close(conn)
                 return
-            if fault == "reset_mid_response":
+            if fault in ("reset_mid_response", "stall_mid_response"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n" + b"\0" * 10)
+                if fault == "stall_mid_response":
+                    while conn.recv(65536):
+                        pass
+                    self.count("closed_by_proxy")
+                    return
                 time.sleep(0.2)
                 reset_close(conn)
                 return
@@ -329,8 +336,9 @@ class FaultyH2CUpstream(FakeUpstream):
     INTERNAL_ERROR), `reset_mid_response` (response HEADERS, then RST_STREAM INTERNAL_ERROR),
     `drop_mid_response` (response HEADERS, then the TCP connection closes), `goaway_graceful` (GOAWAY
     NO_ERROR naming this stream as the last, the response, and the connection closed a second
-    later), `goaway_error` (GOAWAY INTERNAL_ERROR with last-stream-id 0, then close), `hold` (never
-    answers; counts the proxy's RST_STREAM and connection closes)."""
+    later), `goaway_error` (GOAWAY INTERNAL_ERROR with last-stream-id 0, then close),
+    `stall_mid_response` (response HEADERS and one whole message, then nothing; counts the proxy's
+    RST_STREAM), `hold` (never answers; counts the proxy's RST_STREAM and connection closes)."""
 
     OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
@@ -373,6 +381,10 @@ class FaultyH2CUpstream(FakeUpstream):
                     fault = self.take_fault()
                     if fault == "reset_after_request":
                         h2.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
+                    elif fault == "stall_mid_response":
+                        h2.send_headers(stream, self.OK_HEADERS)
+                        h2.send_data(stream, b"\0\0\0\0\0")
+                        held.add(stream)
                     elif fault in ("reset_mid_response", "drop_mid_response"):
                         h2.send_headers(stream, self.OK_HEADERS)
                         conn.sendall(h2.data_to_send())
@@ -585,6 +597,40 @@ def test_upstreams_stall_504_and_grpc_4_upstream_side_closed(proxy_under_fault, 
     assert h2c_upstream.wait_for(lambda u: u.resets_from_proxy, 3), "the proxy never cancelled the stalled stream"
     assert h2c_upstream.resets_from_proxy[-1] == ErrorCodes.CANCEL
     assert logs.text().count("upstream timed out") == 2, logs.text()
+    assert_recovers(proxy, ca_file, tokens.plain)
+    baseline.assert_no_leak(h1_upstream, h2c_upstream)
+
+
+def test_upstreams_stall_mid_response_client_told_after_timeout_upstream_side_closed(
+    proxy_under_fault, h1_upstream, h2c_upstream, ca_file, tokens
+):
+    """The receiver sends its response head and part of the body, then nothing. Once it has been
+    silent for upstream.timeout the proxy gives up: over HTTP/1.1 the client's connection is closed
+    before the body's declared length (never a hang, never a short 200 read as complete); a gRPC
+    call that has only whole messages ends with 14 in trailers, which exporters retry."""
+    proxy = proxy_under_fault
+    baseline = Baseline(proxy, proxy.idle_fds)
+    logs = LogWindow(proxy)
+    h1_upstream.arm("stall_mid_response")
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.RequestException):
+        response = http_export(proxy, ca_file, tokens.plain)
+        response.raise_for_status()
+        assert len(response.content) == 100  # reading the body must fail before this
+    elapsed = time.monotonic() - started
+    assert UPSTREAM_TIMEOUT_S * 0.9 <= elapsed < UPSTREAM_TIMEOUT_S + 2, elapsed
+    assert h1_upstream.wait_for(lambda u: u.closed_by_proxy >= 1, 3), "the proxy kept the stalled connection"
+
+    h2c_upstream.arm("stall_mid_response")
+    started = time.monotonic()
+    reply = grpc_export(proxy, ca_file, tokens.plain)
+    elapsed = time.monotonic() - started
+    assert reply.reset_code is None, f"the stream was reset ({reply.reset_code}) instead of ending with a status"
+    assert (reply.status, reply.grpc_status) == (200, 14), reply
+    assert UPSTREAM_TIMEOUT_S * 0.9 <= elapsed < UPSTREAM_TIMEOUT_S + 2, elapsed
+    assert h2c_upstream.wait_for(lambda u: u.resets_from_proxy, 3), "the proxy never cancelled the stalled stream"
+    assert h2c_upstream.resets_from_proxy[-1] == ErrorCodes.CANCEL
+    assert logs.text().count("upstream stalled mid-response") == 2, logs.text()
     assert_recovers(proxy, ca_file, tokens.plain)
     baseline.assert_no_leak(h1_upstream, h2c_upstream)
 
