@@ -124,6 +124,7 @@ def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, str
     """Runs h2load; with `rps_per_client` the load is paced (open loop) instead of as fast as possible.
     Also reports h2load's own CPU use, to tell when the load generator is the bottleneck."""
     log = work / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to its log file; each run's latencies must be its own
     args = ["h2load", "-n", str(n), "-c", str(clients), "-m", str(streams), "-d", str(body), "--log-file", str(log)]
     if h1:
         args.append("--h1")
