@@ -24,7 +24,7 @@ enum Schema {
         ("tenant", ["header", "default"]),
         ("log", ["level", "access_log", "format"]),
         ("admin", ["endpoint"]),
-        ("limits", ["max_connections", "handshake_timeout", "max_buffered_bytes", "tenant_rate"]),
+        ("limits", ["max_connections", "handshake_timeout", "max_buffered_bytes", "max_connection_age", "tenant_rate"]),
         ("limits.tenant_rate", ["requests_per_second", "bytes_per_second", "burst_seconds", "overrides"]),
         ("limits.tenant_rate.overrides.<tenant>", ["requests_per_second", "bytes_per_second"]),
         ("reload", ["watch_interval"]),

@@ -60,16 +60,21 @@ extension ProxyConfiguration {
         public var handshakeTimeout: Duration
         /// Key `max_buffered_bytes`: above this many held bytes, new requests get 503 / UNAVAILABLE.
         public var maxBufferedBytes: Int
+        /// Key `max_connection_age`: a client connection this old (less up to a tenth, at random) is asked
+        /// to finish and reconnect, as in a drain. nil (the default): connections live as long as clients keep them.
+        public var maxConnectionAge: Duration?
         /// Key `tenant_rate`.
         public var tenantRate: TenantRate
 
         public init(
             maxConnections: Int = defaultMaxConnections, handshakeTimeout: Duration = defaultHandshakeTimeout,
-            maxBufferedBytes: Int = defaultMaxBufferedBytes, tenantRate: TenantRate = TenantRate()
+            maxBufferedBytes: Int = defaultMaxBufferedBytes, maxConnectionAge: Duration? = nil,
+            tenantRate: TenantRate = TenantRate()
         ) {
             self.maxConnections = maxConnections
             self.handshakeTimeout = handshakeTimeout
             self.maxBufferedBytes = maxBufferedBytes
+            self.maxConnectionAge = maxConnectionAge
             self.tenantRate = tenantRate
         }
     }
@@ -86,6 +91,7 @@ extension ConfigurationReader {
         if let value = integer(fields, "max_connections", minimum: 1, example: "10000") { limits.maxConnections = value }
         if let value = duration(fields, "handshake_timeout", example: "10s") { limits.handshakeTimeout = value }
         if let value = size(fields, "max_buffered_bytes", example: "256MiB") { limits.maxBufferedBytes = value }
+        if let value = duration(fields, "max_connection_age", example: "10m") { limits.maxConnectionAge = value }
 
         let rateFields = section(in: fields, "tenant_rate")
         var tenantRate = Limits.TenantRate()

@@ -22,6 +22,7 @@ public final class ProxyRuntime: Sendable {
         var maxConnections: Int
         var handshakeTimeout: TimeAmount
         var maxBufferedBytes: Int
+        var maxConnectionAge: TimeAmount?
         var tenantRate: ProxyConfiguration.Limits.TenantRate
     }
 
@@ -115,6 +116,7 @@ public final class ProxyRuntime: Sendable {
             maxConnections: configuration.limits.maxConnections,
             handshakeTimeout: TimeAmount(configuration.limits.handshakeTimeout),
             maxBufferedBytes: configuration.limits.maxBufferedBytes,
+            maxConnectionAge: configuration.limits.maxConnectionAge.map(TimeAmount.init),
             tenantRate: configuration.limits.tenantRate)
     }
 

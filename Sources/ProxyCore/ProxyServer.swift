@@ -127,6 +127,21 @@ public final class ProxyServer: Sendable {
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
         try sync.addHandler(HandshakeTimeoutHandler(timeout: runtime.limits.handshakeTimeout, metrics: services.metrics))
         try sync.addHandler(ProtocolSelectionHandler(runtime: runtime, pools: pools, services: services, logger: logger))
+        if let age = runtime.limits.maxConnectionAge { limitAge(of: channel, to: age) }
+    }
+
+    /// Asks the connection to finish, as in a drain (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`), once
+    /// it is `age` old less up to a tenth at random, so the connections of one burst do not all
+    /// reconnect together. Clients then reconnect, and a load balancer can place them on new pods.
+    private func limitAge(of channel: any Channel, to age: TimeAmount) {
+        let jittered = TimeAmount.nanoseconds(Int64(Double(age.nanoseconds) * Double.random(in: 0.9...1.0)))
+        let logger = self.logger
+        let timer = channel.eventLoop.assumeIsolated().scheduleTask(in: jittered) {
+            guard channel.isActive else { return }
+            logger.debug("connection reached limits.max_connection_age; asking the client to reconnect")
+            channel.pipeline.fireUserInboundEventTriggered(ProxyDrainEvent())
+        }
+        channel.closeFuture.assumeIsolated().whenComplete { _ in timer.cancel() }
     }
 }
 

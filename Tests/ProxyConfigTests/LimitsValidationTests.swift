@@ -9,6 +9,7 @@ final class LimitsValidationTests: XCTestCase {
         XCTAssertEqual(limits.maxConnections, 10_000)
         XCTAssertEqual(limits.handshakeTimeout, .seconds(10))
         XCTAssertEqual(limits.maxBufferedBytes, 256 * 1024 * 1024)
+        XCTAssertNil(limits.maxConnectionAge, "connections live as long as clients keep them")
         XCTAssertEqual(limits.tenantRate.defaults, .init(requestsPerSecond: 0, bytesPerSecond: 0))
         XCTAssertEqual(limits.tenantRate.burstSeconds, .seconds(2))
         XCTAssertTrue(limits.tenantRate.overrides.isEmpty)
@@ -21,6 +22,7 @@ final class LimitsValidationTests: XCTestCase {
               max_connections: 500
               handshake_timeout: 3s
               max_buffered_bytes: 64MiB
+              max_connection_age: 10m
               tenant_rate:
                 requests_per_second: 20.5
                 bytes_per_second: 2MiB
@@ -33,6 +35,7 @@ final class LimitsValidationTests: XCTestCase {
         XCTAssertEqual(limits.maxConnections, 500)
         XCTAssertEqual(limits.handshakeTimeout, .seconds(3))
         XCTAssertEqual(limits.maxBufferedBytes, 64 * 1024 * 1024)
+        XCTAssertEqual(limits.maxConnectionAge, .seconds(600))
         XCTAssertEqual(limits.tenantRate.defaults, .init(requestsPerSecond: 20.5, bytesPerSecond: 2 * 1024 * 1024))
         XCTAssertEqual(limits.tenantRate.burstSeconds, .seconds(4))
         XCTAssertEqual(limits.tenantRate.rates(for: "team-a"), .init(requestsPerSecond: 50, bytesPerSecond: 5 * 1024 * 1024))
@@ -50,6 +53,15 @@ final class LimitsValidationTests: XCTestCase {
     func testLimits_BadHandshakeTimeout_NamesKey() {
         let message = onlyProblem("limits.handshake_timeout", in: Fixture.minimal(plus: "limits: { handshake_timeout: 10 parsecs }"))
         assertContains(message, "unknown unit")
+    }
+
+    func testLimits_BadMaxConnectionAge_NamesKey() {
+        assertContains(
+            onlyProblem("limits.max_connection_age", in: Fixture.minimal(plus: "limits: { max_connection_age: forever }")),
+            "not a duration")
+        assertContains(
+            onlyProblem("limits.max_connection_age", in: Fixture.minimal(plus: "limits: { max_connection_age: 0s }")),
+            "greater than 0")
     }
 
     func testLimits_ZeroBufferedBytes_NamesKey() {

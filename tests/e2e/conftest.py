@@ -203,6 +203,7 @@ def write_proxy_config(
     upstream_timeout: str = "30s",
     min_version: str = "1.2",
     idle_timeout: str | None = None,
+    extra: str = "",
 ) -> Path:
     """A config with paths relative to its own directory, as users write them. `upstream_port`
     is the OTLP/HTTP upstream; `grpc_upstream_port` the h2c OTLP/gRPC one (default: the same)."""
@@ -222,7 +223,7 @@ upstream: {{ grpc: "127.0.0.1:{grpc_upstream_port}", http: "127.0.0.1:{upstream_
 auth: {{ bearer: {{ tokens_file: {tokens} }} }}
 tenant: {{ header: X-Scope-OrgID }}
 admin: {{ endpoint: "127.0.0.1:0" }}
-"""
+{extra}"""
     )
     return config
 

@@ -10,7 +10,13 @@ import time
 from google.rpc import status_pb2
 
 from conftest import curl, free_port
-from grpc_helpers import tls_connect
+import re
+
+import requests
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from grpc_helpers import grpc_span_exporter, tls_connect
+from otel_helpers import make_spans
 
 JSON = "Content-Type: application/json"
 PROTOBUF = "Content-Type: application/x-protobuf"
@@ -204,3 +210,35 @@ def test_keep_alive_connection_idle_for_idle_timeout_closed_busy_one_kept(start_
         assert 0.8 <= waited <= 2.5, f"closed after {waited:.2f}s with idle_timeout 1s"
     finally:
         idle.close()
+
+
+def test_max_connection_age_clients_reconnect_without_a_failed_export(start_proxy, sink, ca_file, tokens):
+    """limits.max_connection_age 1s: a gRPC exporter keeping one channel is sent GOAWAY about every
+    second and reconnects, with every export succeeding; an idle HTTP/1.1 keep-alive connection is
+    closed at its age although http.idle_timeout (90 s) is far away."""
+    proxy = start_proxy(sink.port, grpc_upstream_port=sink.require_grpc_port(), extra="limits: { max_connection_age: 1s }\n")
+
+    exporter = grpc_span_exporter(proxy.grpc_port, ca_file, tokens.hashed)
+    results = []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 3.5:
+            results.append(exporter.export(make_spans(1)))
+            time.sleep(0.05)
+    finally:
+        exporter.shutdown()
+    assert results and all(result == SpanExportResult.SUCCESS for result in results), results
+    metrics = requests.get(proxy.admin_url + "/metrics", timeout=5).text
+    accepted = re.search(r'otlp_auth_proxy_connections_accepted_total\{listener="grpc"\} (\d+)', metrics)
+    assert accepted and int(accepted.group(1)) >= 3, "the exporter reconnected as its connections aged"
+
+    connection = tls_connect(proxy.port, ca_file, alpn=("http/1.1",))
+    try:
+        assert _post_on(connection, tokens.hashed) == 200
+        answered = time.monotonic()
+        connection.settimeout(5)
+        assert connection.recv(1) == b"", "nothing but the close is sent once the connection is old"
+        waited = time.monotonic() - answered
+        assert waited <= 2.0, f"closed {waited:.2f}s after the answer; the connection was 1 s old"
+    finally:
+        connection.close()
