@@ -191,6 +191,12 @@ class FakeUpstream:
     def pause(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown() stops listening at once; close() alone leaves the socket listening while the
+            # accept thread still polls it, and a connection queued then is reset, not refused.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
 
     def arm(self, fault: str) -> None:
