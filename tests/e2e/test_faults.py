@@ -29,6 +29,7 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 
 from conftest import Proxy, free_port, start_proxy_process, write_proxy_config
+from process_probes import cpu_seconds, open_fds, rss_kib, settled_fds
 from grpc_helpers import (
     GOAWAY,
     export_traces,
@@ -49,36 +50,6 @@ UPSTREAM_TIMEOUT_S = 1.0
 
 
 # --- process probes ------------------------------------------------------------------------
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def settled_fds(pid: int) -> int:
-    """The open descriptor count once it has not changed for half a second: a few (signal and
-    timer descriptors) appear just after the ready line."""
-    counts = [open_fds(pid)]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (len(counts) < 6 or len(set(counts[-6:])) > 1):
-        time.sleep(0.1)
-        counts.append(open_fds(pid))
-    return counts[-1]
 
 
 def wait_until(condition, seconds: float, interval: float = 0.05) -> bool:

@@ -62,6 +62,7 @@ from grpc_helpers import (
     trace_request,
 )
 from otel_helpers import make_spans
+from process_probes import rss_kib
 
 CLOSE_WITHIN = 5.0  # seconds the proxy has to cut the attacker off (GOAWAY, RST_STREAM or close)
 ATTACK_SECONDS = 1.0  # a connection-level attack is repeated on new connections for this long
@@ -80,12 +81,8 @@ RSS_BOUND = 16 * 1024 * 1024
 PROVOKED_RESET_BURST = 1000
 
 
-def vm_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+def rss_bytes(pid: int) -> int:
+    return rss_kib(pid) * 1024
 
 
 class RSSWatch:
@@ -94,7 +91,7 @@ class RSSWatch:
 
     def __init__(self, pid: int):
         self.pid = pid
-        self.start = vm_rss(pid)
+        self.start = rss_bytes(pid)
         self.peak = self.start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -103,14 +100,14 @@ class RSSWatch:
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             try:
-                self.peak = max(self.peak, vm_rss(self.pid))
+                self.peak = max(self.peak, rss_bytes(self.pid))
             except (OSError, AssertionError):
                 return
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.peak = max(self.peak, vm_rss(self.pid))
+        self.peak = max(self.peak, rss_bytes(self.pid))
         return self.peak - self.start
 
     @property
@@ -679,9 +676,9 @@ def test_h2_300_closed_connections_release_their_memory(proxy, ca_file):
 
     churn(30)  # warm up: TLS and allocator caches
     time.sleep(0.3)
-    before = vm_rss(proxy.proc.pid)
+    before = rss_bytes(proxy.proc.pid)
     churn(300)
     time.sleep(0.5)
-    growth = vm_rss(proxy.proc.pid) - before
+    growth = rss_bytes(proxy.proc.pid) - before
     print(f"\nrss growth after 300 closed connections: {growth / 2**20:.2f} MiB")
     assert growth < CONNECTIONS_LEAK_BOUND, f"RSS grew by {growth / 2**20:.1f} MiB over 300 closed connections"

@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
 from conftest import PROXY_READY, SINK_READY, Proxy, Sink, free_port  # noqa: E402
+from process_probes import open_fds, rss_kib, settled_fds  # noqa: E402
 
 SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 SAMPLE_SECONDS = 10
@@ -149,27 +150,6 @@ def worker_process(specs: list[dict], settings: dict, queue) -> None:
 
 
 # --- processes under test ------------------------------------------------------------------------
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def settled_fds(pid: int) -> int:
-    counts = [open_fds(pid)]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (len(counts) < 6 or len(set(counts[-6:])) > 1):
-        time.sleep(0.1)
-        counts.append(open_fds(pid))
-    return counts[-1]
 
 
 def start_sink(workdir: Path, http_port: int, grpc_port: int, life: int) -> Sink:
