@@ -34,6 +34,8 @@ let package = Package(
         .systemLibrary(
             name: "CCrypt", pkgConfig: "libcrypt",
             providers: [.apt(["libcrypt-dev"])]),
+        // glibc's malloc.h (malloc_trim) for ProxyCore; part of libc, so no package and nothing to link.
+        .systemLibrary(name: "CMalloc"),
 
         .target(
             name: "ProxyTLS",
@@ -55,7 +57,7 @@ let package = Package(
         .target(
             name: "ProxyCore",
             dependencies: [
-                "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig",
+                "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig", "CMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

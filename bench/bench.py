@@ -159,14 +159,33 @@ def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, str
 
 
 def idle_connections_rss(port: int, pids: list[int], ca_file: Path, count: int = 1000) -> float:
-    """RSS (MiB, summed over the proxy's processes) while `count` TLS connections (ALPN h2) sit idle."""
+    """RSS (MiB, summed over the proxy's processes) while `count` HTTP/2 connections sit idle.
+
+    Each connection does what an idle gRPC exporter has done: TLS with ALPN h2, the client preface and an
+    empty SETTINGS frame, then it reads the server's SETTINGS and acknowledges them. A connection that
+    stopped after the TLS handshake would let a proxy that sets up HTTP/2 lazily look smaller than it is
+    for real clients."""
     context = ssl.create_default_context(cafile=str(ca_file))
     context.set_alpn_protocols(["h2"])
+    settings_ack = bytes([0, 0, 0, 4, 1, 0, 0, 0, 0])
     conns = []
     try:
         for _ in range(count):
             raw = socket.create_connection(("127.0.0.1", port))
-            conns.append(context.wrap_socket(raw, server_hostname="localhost"))
+            conn = context.wrap_socket(raw, server_hostname="localhost")
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            conns.append(conn)
+        for conn in conns:
+            conn.settimeout(5)
+            seen = b""
+            # The server's first frame is its SETTINGS (type 4, flags 0); acknowledge it.
+            while len(seen) < 9:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                seen += chunk
+            if len(seen) >= 9 and seen[3] == 4 and seen[4] == 0:
+                conn.sendall(settings_ack)
         time.sleep(1)
         return sum(rss_kib(pid) for pid in pids) / 1024
     finally:

@@ -15,6 +15,8 @@ final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
         var draining = false
+        /// The most channels open at once since `peakSinceLastCall()` was last called.
+        var peak = 0
     }
 
     private let state = NIOLockedValueBox(State())
@@ -25,6 +27,7 @@ final class ConnectionRegistry: Sendable {
         let accepted = state.withLockedValue { state -> Bool in
             guard !state.draining else { return false }
             state.channels[id] = channel
+            state.peak = max(state.peak, state.channels.count)
             return true
         }
         if accepted {
@@ -38,6 +41,15 @@ final class ConnectionRegistry: Sendable {
     var isDraining: Bool { state.withLockedValue { $0.draining } }
 
     var count: Int { state.withLockedValue { $0.channels.count } }
+
+    /// The channels open now and the most open at once since the previous call; starts the next
+    /// period at the current count.
+    func peakSinceLastCall() -> (open: Int, peak: Int) {
+        state.withLockedValue { state in
+            defer { state.peak = state.channels.count }
+            return (state.channels.count, state.peak)
+        }
+    }
 
     /// Marks the registry draining and returns the open channels.
     func startDraining() -> [any Channel] {

@@ -35,6 +35,8 @@ public final class ProxyServer: Sendable {
     let reloadLock = NIOLock()
     /// Logs failing accepts (descriptor limit) without flooding, and their end.
     private let acceptFailures = AcceptFailures()
+    /// Returns the heap pages of closed connections to the system (HeapReturn.swift).
+    let heapReturn: HeapReturn
 
     public init(
         runtime: ProxyRuntime, group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
@@ -49,6 +51,7 @@ public final class ProxyServer: Sendable {
         // Always present, even without remote key sources: a reload may add some.
         let jwks = JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
         self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
+        self.heapReturn = HeapReturn(connections: connections, threadPool: threadPool)
     }
 
     /// The process-wide metrics and access log.
@@ -61,6 +64,7 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> BoundAddresses {
         services.threadPool.start()
         services.jwks?.start()
+        heapReturn.start(on: group.next())
         services.metrics.certificatesLoaded(runtime.certificateExpiries)
         let configuration = runtime.configuration
         let grpc = try await bind(configuration.grpc.endpoint, name: "grpc")
@@ -72,6 +76,7 @@ public final class ProxyServer: Sendable {
     public func shutdown() async {
         await closeListeners()
         services.jwks?.stop()
+        heapReturn.stop()
         await pools.closeAll()
         try? await services.threadPool.shutdownGracefully()
     }
