@@ -43,6 +43,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
+        // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
+        .target(name: "ProxyYAML"),
         .target(
             name: "ProxyHTTP2",
             dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
@@ -93,6 +95,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
+        .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
         .testTarget(
             name: "ProxyHTTP2Tests",
             dependencies: ["ProxyHTTP2", .product(name: "NIOCore", package: "swift-nio")]),
