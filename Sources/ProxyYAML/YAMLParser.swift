@@ -519,7 +519,7 @@ struct YAMLParser {
     private mutating func checkPlainStart(flow: Bool) throws(YAMLError) {
         guard let first = byte() else { return }
         switch first {
-        case percent, at, backtick:
+        case percent, at, backtick, pipe, greater:
             throw error("a value cannot start with `\(Character(Unicode.Scalar(first)))`; quote it")
         case dash, question, colon:
             let next = byte(1)
@@ -976,6 +976,9 @@ struct YAMLParser {
                 guard case .scalar(let key) = item else {
                     throw error("a key must be a plain or quoted value, not a flow collection")
                 }
+                if line != key.line {
+                    throw error("a key and its `:` must be on one line", at: Mark(line: key.line, column: key.column))
+                }
                 position += 1
                 try skipFlowSpace(opened: opened, kind: kind)
                 let value: YAMLNode
@@ -1024,6 +1027,9 @@ struct YAMLParser {
             try checkDuplicate(key, in: &seen)
             try skipFlowSpace(opened: opened, kind: kind)
             let value: YAMLNode
+            if byte() == colon && line != key.line {
+                throw error("a key and its `:` must be on one line", at: Mark(line: key.line, column: key.column))
+            }
             if byte() == colon {
                 position += 1
                 try skipFlowSpace(opened: opened, kind: kind)

@@ -184,6 +184,39 @@ final class BearerTokenTests: XCTestCase {
                        ["tokens[0].tenant: required, the tenant this token writes to, such as `team-a`"])
     }
 
+    /// The tokens files the docs show (README, docs/*.md) read with the proxy's YAML reader into the
+    /// entries they describe; the only problems allowed are their `<placeholder>` hashes and tokens.
+    func testDocumentedTokensFiles_ReadAsTheyAreShown() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs")
+            .filter { $0.hasSuffix(".md") }.map { "docs/" + $0 } + ["README.md"]
+        var blocks = 0
+        for file in docs {
+            let text = try String(contentsOfFile: root.path + "/" + file, encoding: .utf8)
+            for block in text.components(separatedBy: "```yaml\n").dropFirst() {
+                // Code blocks inside list items are indented; drop the item's indentation.
+                let lines = block.components(separatedBy: "```").first!.split(separator: "\n", omittingEmptySubsequences: false)
+                let indent = lines.first.map { $0.prefix(while: { $0 == " " }).count } ?? 0
+                let body = lines.map { String($0.dropFirst(min(indent, $0.prefix(while: { $0 == " " }).count))) }
+                    .joined(separator: "\n")
+                guard body.hasPrefix("tokens:") else { continue }
+                blocks += 1
+                do {
+                    let table = try BearerTokenTable.parse(yaml: body, file: file)
+                    XCTAssertFalse(table.entries.isEmpty, file)
+                } catch {
+                    XCTAssertFalse(error.problems.isEmpty, file)
+                    for problem in error.problems {
+                        XCTAssertTrue(problem.hasSuffix(".sha256: expected 64 hex characters (`printf %s TOKEN | sha256sum`)")
+                            || problem.contains(".token: "), "\(file): \(problem)")
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(blocks, 2, "the docs show tokens files in configuration.md and deployment.md")
+    }
+
     func testTenantID_Rules() {
         XCTAssertNil(TenantID.problem("team-a_1.prod"))
         XCTAssertNotNil(TenantID.problem(""))

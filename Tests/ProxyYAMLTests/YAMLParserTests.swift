@@ -227,6 +227,11 @@ final class YAMLParserTests: XCTestCase {
         XCTAssertTrue(refusal("a: \"x\" y\n").hasPrefix("line 1, column 8: unexpected text after a quoted value"))
         XCTAssertTrue(refusal("a: - b\n").hasPrefix("line 1, column 4: a list cannot start after a key on the same line"))
         XCTAssertTrue(refusal("a: @x\n").hasPrefix("line 1, column 4: a value cannot start with `@`; quote it"))
+        XCTAssertEqual(refusal(">key: v\n"), "line 1, column 1: a value cannot start with `>`; quote it")
+        XCTAssertTrue(refusal("a: >x\n").hasPrefix("line 1, column 5: only `-`, `+`, an indentation digit and a comment may follow `>`"))
+        // Implicit keys are one line, as in YAML: a flow key cannot run on to the next line.
+        XCTAssertEqual(refusal("a: {b\n  c: d}\n"), "line 1, column 5: a key and its `:` must be on one line")
+        XCTAssertEqual(refusal("a: [b\n  : c]\n"), "line 1, column 5: a key and its `:` must be on one line")
     }
 
     func testRefused_UnclosedQuotesAndCollections_NameWhereTheyOpened() {
