@@ -18,7 +18,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
@@ -45,15 +44,15 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
+        // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
+        .target(name: "ProxyYAML"),
         .target(
             name: "ProxyHTTP2",
             dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "ProxyAuth",
-            dependencies: ["ProxyTLS", "ProxyJSON", "CCrypt", .product(name: "Yams", package: "Yams")]),
-        .target(
-            name: "ProxyConfig",
-            dependencies: [.product(name: "Yams", package: "Yams")]),
+            dependencies: ["ProxyTLS", "ProxyJSON", "ProxyYAML", "CCrypt"]),
+        .target(name: "ProxyConfig", dependencies: ["ProxyYAML"]),
         .target(
             name: "ProxyCore",
             dependencies: [
@@ -95,6 +94,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
+        .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
         .testTarget(
             name: "ProxyHTTP2Tests",
             dependencies: ["ProxyHTTP2", .product(name: "NIOCore", package: "swift-nio")]),

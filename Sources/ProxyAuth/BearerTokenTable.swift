@@ -1,6 +1,10 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ProxyTLS
-import Yams
+import ProxyYAML
 
 /// One entry of the tokens file: the SHA-256 of a token, who presents it, the tenant it writes to and
 /// optionally the signals it may send.
@@ -58,39 +62,35 @@ public struct BearerTokenTable: Sendable {
     ///     signals: [traces, metrics]   # optional, default all three
     /// ```
     public static func load(file path: String) throws(AuthConfigurationError) -> BearerTokenTable {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(Self.describe(error))"])
+        let bytes: [UInt8]
+        switch readTokensFile(path, limit: YAML.defaultMaximumBytes) {
+        case .success(let contents): bytes = contents
+        case .failure(let problem): throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(problem.reason)"])
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw AuthConfigurationError(file: path, problems: ["cannot read the file: it is not UTF-8 text; save it as UTF-8"])
         }
         return try parse(yaml: text, file: path)
     }
 
     /// Parses tokens-file YAML; `file` only names the source in messages.
     public static func parse(yaml text: String, file: String) throws(AuthConfigurationError) -> BearerTokenTable {
-        let node: Node?
+        let node: YAMLNode?
         do {
-            node = try Yams.compose(yaml: text)
+            node = try YAML.parse(text)
         } catch {
-            throw AuthConfigurationError(file: file, problems: ["not valid YAML: \(Self.describe(error))"])
+            // The reader's reason names the construct and position, never a value (tokens stay out of logs).
+            throw AuthConfigurationError(file: file, problems: ["not valid YAML: \(error)"])
         }
-        // Yams turns mapping keys into strings with a force unwrap: a key that is itself a map or a
-        // list would crash the process (at start-up, or at reload instead of keeping the old tokens).
-        if let node, let line = Self.firstNonScalarKeyLine(node) {
-            throw AuthConfigurationError(
-                file: file, problems: ["line \(line): a key is a map or a list; keys in this file are plain names"])
-        }
-        let root = node?.any
-        guard let document = root as? [String: Any] else {
+        guard let document = node?.mapping else {
             throw AuthConfigurationError(
                 file: file, problems: ["expected a map with a `tokens` list at the top level"])
         }
         var problems: [String] = []
-        for key in document.keys where key != "tokens" {
-            problems.append("unknown key `\(key)`: the file has one key, `tokens`")
+        for entry in document.entries where entry.key.text != "tokens" {
+            problems.append("unknown key `\(entry.key.text)`: the file has one key, `tokens`")
         }
-        guard let list = document["tokens"] as? [Any] else {
+        guard let list = document["tokens"]?.sequence else {
             problems.append("`tokens` must be a list of entries with principal, tenant and token or sha256")
             throw AuthConfigurationError(file: file, problems: problems)
         }
@@ -98,26 +98,25 @@ public struct BearerTokenTable: Sendable {
         var seenHashes: [[UInt8]: Int] = [:]
         for (index, item) in list.enumerated() {
             let at = "tokens[\(index)]"
-            guard let map = item as? [String: Any] else {
+            guard let map = item.mapping else {
                 problems.append("\(at): expected a map with principal, tenant and token or sha256")
                 continue
             }
-            for key in map.keys where !["principal", "tenant", "token", "sha256", "signals"].contains(key) {
-                problems.append("\(at).\(key): unknown key; allowed: principal, tenant, token, sha256, signals")
+            for entry in map.entries where !["principal", "tenant", "token", "sha256", "signals"].contains(entry.key.text) {
+                problems.append("\(at).\(entry.key.text): unknown key; allowed: principal, tenant, token, sha256, signals")
             }
             var signals: Set<AuthSignal>?
             if let value = map["signals"] {
-                let names = (value as? [Any])?.compactMap { $0 as? String }
-                let parsed = names?.compactMap(AuthSignal.init(rawValue:))
-                if let names, let parsed, !parsed.isEmpty, parsed.count == names.count,
-                   names.count == (value as? [Any])?.count {
+                let names = value.sequence?.map { $0.scalar.flatMap(Self.string) }
+                let parsed = names?.compactMap { $0.flatMap(AuthSignal.init(rawValue:)) }
+                if let names, let parsed, !parsed.isEmpty, parsed.count == names.count {
                     signals = Set(parsed)
                 } else {
                     problems.append("\(at).signals: a non-empty list of traces, metrics, logs, e.g. signals: [traces, metrics]")
                 }
             }
-            let principal = Self.string(map["principal"])
-            let tenant = Self.string(map["tenant"])
+            let principal = map["principal"]?.scalar.flatMap(Self.string)
+            let tenant = map["tenant"]?.scalar.flatMap(Self.string)
             if principal == nil || principal!.isEmpty {
                 problems.append("\(at).principal: required, a name for logs such as `ci-runner`")
             } else if !principal!.unicodeScalars.allSatisfy(Self.isPrincipalCharacter) {
@@ -128,8 +127,8 @@ public struct BearerTokenTable: Sendable {
             } else {
                 problems.append("\(at).tenant: required, the tenant this token writes to, such as `team-a`")
             }
-            let token = Self.string(map["token"])
-            let hash = Self.string(map["sha256"])
+            let token = map["token"]?.scalar.flatMap(Self.string)
+            let hash = map["sha256"]?.scalar.flatMap(Self.string)
             var digest: [UInt8]?
             switch (token, hash) {
             case (nil, nil):
@@ -164,17 +163,14 @@ public struct BearerTokenTable: Sendable {
         return BearerTokenTable(entries: entries)
     }
 
-    private static func string(_ value: Any?) -> String? {
-        switch value {
-        case let string as String: return string
-        case let int as Int: return String(int)
-        default: return nil
-        }
+    /// A scalar's text as written (a number stays as spelled: `0123` is not octal here); nil for null.
+    private static func string(_ scalar: YAMLScalar) -> String? {
+        scalar.isNull ? nil : scalar.text
     }
 
     private static func isPrincipalCharacter(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.isASCII
-            && (CharacterSet.alphanumerics.contains(scalar) || "._-@/:".unicodeScalars.contains(scalar))
+        ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
+            || "._-@/:".unicodeScalars.contains(scalar)
     }
 
     private static func hexBytes(_ text: String) -> [UInt8]? {
@@ -200,35 +196,38 @@ public struct BearerTokenTable: Sendable {
         }
     }
 
-    /// Describes a file or YAML error without quoting the file's contents (which may hold tokens).
-    /// The line of the first mapping key that is not a scalar (0 when Yams has no position), or nil.
-    static func firstNonScalarKeyLine(_ node: Node) -> Int? {
-        switch node {
-        case .mapping(let mapping):
-            for (key, value) in mapping {
-                if key.scalar == nil { return key.mark?.line ?? 0 }
-                if let line = firstNonScalarKeyLine(value) { return line }
-            }
-        case .sequence(let sequence):
-            for item in sequence {
-                if let line = firstNonScalarKeyLine(item) { return line }
-            }
-        case .scalar, .alias:
-            break
-        }
-        return nil
+    /// Why a tokens file could not be read.
+    struct ReadProblem: Error {
+        var reason: String
     }
 
-    private static func describe(_ error: any Error) -> String {
-        if let yaml = error as? YamlError {
-            switch yaml {
-            case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
-                return "syntax error at line \(mark.line), column \(mark.column)"
-            default:
-                return "syntax error"
+    /// The whole file through the C library (this module does not use Foundation), refusing files
+    /// longer than `limit` and directories.
+    static func readTokensFile(_ path: String, limit: Int) -> Result<[UInt8], ReadProblem> {
+        func failure(_ code: Int32) -> Result<[UInt8], ReadProblem> {
+            switch code {
+            case ENOENT, ENOTDIR: return .failure(ReadProblem(reason: "no such file"))
+            case EACCES, EPERM: return .failure(ReadProblem(reason: "permission denied; make it readable by the user the proxy runs as"))
+            default: return .failure(ReadProblem(reason: String(cString: strerror(code))))
             }
         }
-        return (error as NSError).localizedDescription
+        var status = stat()
+        guard stat(path, &status) == 0 else { return failure(errno) }
+        if (status.st_mode & S_IFMT) == S_IFDIR { return .failure(ReadProblem(reason: "it is a directory")) }
+        guard let file = fopen(path, "rb") else { return failure(errno) }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(min(Int(status.st_size), limit) + 1)
+        while true {
+            let next = getc(file)
+            if next == EOF { break }
+            guard bytes.count < limit else {
+                return .failure(ReadProblem(reason: "it is larger than \(limit / (1024 * 1024)) MiB"))
+            }
+            bytes.append(UInt8(truncatingIfNeeded: next))
+        }
+        if ferror(file) != 0 { return failure(errno) }
+        return .success(bytes)
     }
 }
 

@@ -1,5 +1,4 @@
-import Foundation
-import Yams
+import ProxyYAML
 
 /// Reading and checking of the authentication keys: `tls` client certificates, `auth` and its
 /// methods, the principal table. Part of the one validation pass of `ConfigurationReader`: every
@@ -217,7 +216,9 @@ extension ConfigurationReader {
     /// One provider; nil when a required key is missing (already reported).
     private mutating func readProvider(_ fields: Fields) -> Provider? {
         let name = requiredString(fields, "name", example: "corp", what: "a unique name for logs and metrics")
-        if let name, !name.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) }) {
+        if let name, !name.unicodeScalars.allSatisfy({
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)
+        }) {
             report(fields.key("name"), "\(quote(name)): use letters, digits and - _ . only (it is a metric label)")
         }
         let issuer = requiredString(fields, "issuer", example: "\"https://idp.example.com/\"",
@@ -368,15 +369,14 @@ extension ConfigurationReader {
         }
         var result: [Auth.JWT.ClaimHeader] = []
         var seen: Set<String> = []
-        for (claimNode, headerNode) in mapping {
-            guard case let .scalar(claimScalar) = claimNode, case let .scalar(headerScalar) = headerNode,
-                  !Self.isNull(headerNode)
-            else {
+        for entry in mapping.entries {
+            let claimScalar = entry.key
+            guard case let .scalar(headerScalar) = entry.value, !headerScalar.isNull else {
                 report(key, "each entry is `claim: Header-Name`, e.g. sub: X-OTLP-Subject")
                 continue
             }
-            let claim = claimScalar.string
-            let header = headerScalar.string
+            let claim = claimScalar.text
+            let header = headerScalar.text
             if let problem = Self.claimPathProblem(claim) {
                 report(key, "claim \(quote(claim)): \(problem)")
                 continue
@@ -485,7 +485,7 @@ extension ConfigurationReader {
         guard let node = fields[name], !Self.isNull(node) else { return nil }
         guard case let .sequence(items) = node else {
             if case let .scalar(scalar) = node {
-                report(fields.key(name), "must be a list, found \(Self.describe(node)); write \(name): [\(scalar.string)]")
+                report(fields.key(name), "must be a list, found \(Self.describe(node)); write \(name): [\(scalar.text)]")
             } else {
                 report(fields.key(name), "must be a list, found \(Self.describe(node)); e.g. \(name): \(example)")
             }
@@ -497,7 +497,7 @@ extension ConfigurationReader {
                 report(fields.key(name), "every entry must be a plain value, found \(Self.describe(item)); e.g. \(name): \(example)")
                 return nil
             }
-            values.append(scalar.string)
+            values.append(scalar.text)
         }
         return values
     }
@@ -545,9 +545,9 @@ extension ConfigurationReader {
     /// A header name the proxy may own and set from a claim.
     static func ownedHeaderProblem(_ header: String) -> String? {
         if let problem = tenantHeaderProblem(header) {
-            return problem.replacingOccurrences(of: "e.g. header: X-Scope-OrgID", with: "e.g. X-OTLP-Subject")
-                .replacingOccurrences(of: "for the tenant", with: "for the claim")
-                .replacingOccurrences(of: "would never see the tenant", with: "would never see it")
+            return problem.replacing("e.g. header: X-Scope-OrgID", with: "e.g. X-OTLP-Subject")
+                .replacing("for the tenant", with: "for the claim")
+                .replacing("would never see the tenant", with: "would never see it")
         }
         let lowered = header.lowercased()
         if lowered == "te" || lowered == "x-forwarded-for" || lowered.hasPrefix("x-forwarded-") || lowered == "forwarded" {
@@ -558,16 +558,14 @@ extension ConfigurationReader {
 
     /// https, or http only to a loopback host; nil when fine.
     static func httpsURLProblem(_ text: String) -> String? {
-        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              let host = components.host, !host.isEmpty
-        else {
+        guard let (scheme, host) = Self.schemeAndHost(text) else {
             return "\(quote(text)) is not a URL; write e.g. https://idp.example.com/.well-known/jwks.json"
         }
         switch scheme {
         case "https":
             return nil
         case "http":
-            let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
+            let bare = String(host.drop(while: { $0 == "[" }).reversed().drop(while: { $0 == "]" }).reversed()).lowercased()
             if bare == "localhost" || bare == "::1" || bare.hasPrefix("127.") { return nil }
             return "\(quote(text)) uses plain http to a host that is not loopback: keys fetched that way can be "
                 + "replaced by anyone on the path; use https (http is accepted only for 127.0.0.1, [::1] and localhost)"
@@ -576,11 +574,41 @@ extension ConfigurationReader {
         }
     }
 
+    /// The lowercased scheme and the host of an absolute URL (`scheme://[userinfo@]host[:port][/…]`),
+    /// or nil when `text` is not one: no scheme, no `//`, an empty host, or characters a URL cannot hold.
+    static func schemeAndHost(_ text: String) -> (scheme: String, host: String)? {
+        let forbidden: Set<Character> = [" ", "\"", "<", ">", "\\", "^", "`", "{", "|", "}"]
+        guard text.allSatisfy({ $0.isASCII && !forbidden.contains($0) && !($0.asciiValue.map { $0 < 0x21 || $0 == 0x7F } ?? true) }),
+              let colon = text.firstIndex(of: ":")
+        else { return nil }
+        let scheme = text[..<colon]
+        guard let first = scheme.first, first.isLetter,
+              scheme.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." })
+        else { return nil }
+        let rest = text[text.index(after: colon)...]
+        guard rest.hasPrefix("//") else { return nil }
+        let authority = rest.dropFirst(2).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let hostAndPort = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
+        let host: Substring
+        if hostAndPort.hasPrefix("[") {
+            guard let close = hostAndPort.firstIndex(of: "]") else { return nil }
+            host = hostAndPort[...close]
+            let after = hostAndPort[hostAndPort.index(after: close)...]
+            guard after.isEmpty || (after.hasPrefix(":") && after.dropFirst().allSatisfy(\.isNumber)) else { return nil }
+        } else {
+            host = hostAndPort.prefix { $0 != ":" }
+            let port = hostAndPort.dropFirst(host.count)
+            guard port.isEmpty || port.dropFirst().allSatisfy(\.isNumber) else { return nil }
+        }
+        guard !host.isEmpty else { return nil }
+        return (scheme.lowercased(), String(host))
+    }
+
     /// A secret file that exists must hold at least 32 bytes after one trailing newline is trimmed.
     /// It is read here only to check that; its contents are neither kept nor shown. Whether it exists
     /// and is readable is checked where it is used (like every file the configuration names).
     static func secretFileProblem(_ path: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard case .success(let data) = FileSystem.read(path, limit: 1024 * 1024) else { return nil }
         var length = data.count
         if data.last == UInt8(ascii: "\n") {
             length -= 1
@@ -599,7 +627,7 @@ extension ConfigurationReader {
         else {
             return "\(quote(name)) is not an environment variable name; use letters, digits and _ (e.g. OTLP_JWT_SECRET)"
         }
-        guard let value = ProcessInfo.processInfo.environment[name] else {
+        guard let value = FileSystem.environment(name) else {
             return "the environment variable \(name) is not set; set it to a secret of at least "
                 + "\(Provider.minimumHMACSecretBytes) bytes (e.g. `export \(name)=$(openssl rand -hex 32)`)"
         }

@@ -1,5 +1,4 @@
-import Foundation
-import Yams
+import ProxyYAML
 
 /// The keys each section accepts, by dotted section path ("" is the top level). The reader refuses
 /// every other key, and uses this table to suggest the key a typo was meant to be.
@@ -43,10 +42,10 @@ enum Schema {
 /// a mapping at all (already reported), so "required" checks inside it stay quiet.
 struct Fields {
     var path: String
-    var values: [String: Node] = [:]
+    var values: [String: YAMLNode] = [:]
     var isBroken = false
 
-    subscript(name: String) -> Node? { values[name] }
+    subscript(name: String) -> YAMLNode? { values[name] }
 
     /// The dotted key of a field in this section.
     func key(_ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
@@ -65,7 +64,7 @@ struct ConfigurationReader {
     }
 
     /// The configuration with defaults applied; meaningful only when `problems` is empty afterwards.
-    mutating func read(_ root: Node?) -> ProxyConfiguration {
+    mutating func read(_ root: YAMLNode?) -> ProxyConfiguration {
         let top = section(root, path: "")
 
         let grpcFields = section(in: top, "grpc")
@@ -166,7 +165,7 @@ struct ConfigurationReader {
         _ fields: Fields, listeners: [(key: String, endpoint: Endpoint)]
     ) -> ProxyConfiguration.Admin {
         var admin = ProxyConfiguration.Admin()
-        if let node = fields["endpoint"], case .scalar(let scalar) = node, !Self.isNull(node), scalar.string.isEmpty {
+        if let node = fields["endpoint"], case .scalar(let scalar) = node, !scalar.isNull, scalar.text.isEmpty {
             admin.endpoint = nil
             return admin
         }
@@ -244,7 +243,7 @@ struct ConfigurationReader {
     /// Reports every key not in the schema for `path` (or `schema`, for list entries such as
     /// `auth.jwt.providers[1]`), and the section itself when it is not a mapping.
     /// An absent or empty (null) section is an empty mapping: all defaults.
-    mutating func section(_ node: Node?, path: String, schema: String? = nil) -> Fields {
+    mutating func section(_ node: YAMLNode?, path: String, schema: String? = nil) -> Fields {
         let schemaPath = schema ?? path
         var fields = Fields(path: path)
         guard let node, !Self.isNull(node) else { return fields }
@@ -260,13 +259,9 @@ struct ConfigurationReader {
             return fields
         }
         let known = Schema.keys(of: schemaPath)
-        for (keyNode, value) in mapping {
-            guard case let .scalar(keyScalar) = keyNode else {
-                let line = keyNode.mark.map { " at line \($0.line)" } ?? ""
-                report(path.isEmpty ? "(file)" : path, "a key\(line) is \(Self.describe(keyNode)); keys are plain names")
-                continue
-            }
-            let name = keyScalar.string
+        for entry in mapping.entries {
+            let name = entry.key.text
+            let value = entry.value
             if known.contains(name) {
                 fields.values[name] = value
             } else {
@@ -299,7 +294,7 @@ struct ConfigurationReader {
     }
 
     private static func normalize(_ key: String) -> String {
-        key.lowercased().replacingOccurrences(of: "-", with: "_")
+        key.lowercased().replacing("-", with: "_")
     }
 
     /// Levenshtein distance over characters.
@@ -328,20 +323,20 @@ struct ConfigurationReader {
     /// The scalar under `name`, reporting lists, mappings and empty values. With `nullIsAbsent`,
     /// `key:` with no value counts as absent (for required keys, whose caller reports "required").
     mutating func scalar(_ fields: Fields, _ name: String, expected: String, example: String,
-                                 nullIsAbsent: Bool = false) -> (node: Node, text: String)? {
+                                 nullIsAbsent: Bool = false) -> (scalar: YAMLScalar, text: String)? {
         guard let node = fields[name] else { return nil }
         guard case let .scalar(scalar) = node else {
             report(fields.key(name), "must be \(expected), found \(Self.describe(node)); e.g. \(name): \(example)")
             return nil
         }
-        if Self.isNull(node) {
+        if scalar.isNull {
             if !nullIsAbsent {
                 report(fields.key(name), "has no value: set one, e.g. \(name): \(example), "
                     + "or remove the key to use the default")
             }
             return nil
         }
-        return (node, scalar.string)
+        return (scalar, scalar.text)
     }
 
     mutating func string(_ fields: Fields, _ name: String, example: String) -> String? {
@@ -405,17 +400,17 @@ struct ConfigurationReader {
     }
 
     mutating func size(_ fields: Fields, _ name: String, example: String) -> Int? {
-        guard let (node, text) = scalar(fields, name, expected: "a size", example: example) else { return nil }
+        guard let (scalar, text) = scalar(fields, name, expected: "a size", example: example) else { return nil }
         do throws(UnitError) {
-            switch node.tagName {
+            switch scalar.kind {
             case .int:
-                guard let bytes = node.int else { throw UnitError(message: "\(quote(text)) is too large") }
+                guard let bytes = scalar.int else { throw UnitError(message: "\(quote(text)) is too large") }
                 guard bytes > 0 else { throw UnitError(message: "must be greater than 0, e.g. \(name): \(example)") }
                 return bytes
-            case .str, .float:
+            case .string, .float:
                 return try Units.parseSize(text)
-            default:
-                throw UnitError(message: "must be a size, found \(Self.describe(node)); e.g. \(name): \(example)")
+            case .null, .bool:
+                throw UnitError(message: "must be a size, found \(Self.describe(.scalar(scalar))); e.g. \(name): \(example)")
             }
         } catch {
             report(fields.key(name), error.message)
@@ -424,17 +419,17 @@ struct ConfigurationReader {
     }
 
     mutating func duration(_ fields: Fields, _ name: String, example: String) -> Duration? {
-        guard let (node, text) = scalar(fields, name, expected: "a duration", example: example) else { return nil }
+        guard let (scalar, text) = scalar(fields, name, expected: "a duration", example: example) else { return nil }
         do throws(UnitError) {
-            switch node.tagName {
+            switch scalar.kind {
             case .int:
                 // Includes YAML 1.1 sexagesimal ("1:30" is 90): plain numbers are seconds.
-                guard let seconds = node.int else { throw UnitError(message: "\(quote(text)) is too long") }
+                guard let seconds = scalar.int else { throw UnitError(message: "\(quote(text)) is too long") }
                 return try Units.parseDuration(String(seconds))
-            case .str, .float:
+            case .string, .float:
                 return try Units.parseDuration(text)
-            default:
-                throw UnitError(message: "must be a duration, found \(Self.describe(node)); e.g. \(name): \(example)")
+            case .null, .bool:
+                throw UnitError(message: "must be a duration, found \(Self.describe(.scalar(scalar))); e.g. \(name): \(example)")
             }
         } catch {
             report(fields.key(name), error.message)
@@ -443,14 +438,14 @@ struct ConfigurationReader {
     }
 
     mutating func integer(_ fields: Fields, _ name: String, minimum: Int, example: String) -> Int? {
-        guard let (node, text) = scalar(fields, name, expected: "a whole number", example: example) else { return nil }
-        guard node.tagName == .int else {
-            let unquote = node.tagName == .str && Int(text) != nil ? " (remove the quotes)" : ""
-            report(fields.key(name), "must be a whole number, found \(Self.describe(node))\(unquote); "
+        guard let (scalar, text) = scalar(fields, name, expected: "a whole number", example: example) else { return nil }
+        guard scalar.kind == .int else {
+            let unquote = scalar.kind == .string && Int(text) != nil ? " (remove the quotes)" : ""
+            report(fields.key(name), "must be a whole number, found \(Self.describe(.scalar(scalar)))\(unquote); "
                 + "e.g. \(name): \(example)")
             return nil
         }
-        guard let value = node.int else {
+        guard let value = scalar.int else {
             report(fields.key(name), "\(quote(text)) is too large")
             return nil
         }
@@ -463,11 +458,11 @@ struct ConfigurationReader {
     }
 
     mutating func boolean(_ fields: Fields, _ name: String) -> Bool? {
-        guard let (node, text) = scalar(fields, name, expected: "true or false", example: "false") else { return nil }
-        guard node.tagName == .bool, let value = node.bool else {
+        guard let (scalar, text) = scalar(fields, name, expected: "true or false", example: "false") else { return nil }
+        guard scalar.kind == .bool, let value = scalar.bool else {
             let lowered = text.lowercased()
-            let unquote = node.tagName == .str && (lowered == "true" || lowered == "false") ? " (remove the quotes)" : ""
-            report(fields.key(name), "must be true or false, found \(Self.describe(node))\(unquote)")
+            let unquote = scalar.kind == .string && (lowered == "true" || lowered == "false") ? " (remove the quotes)" : ""
+            report(fields.key(name), "must be true or false, found \(Self.describe(.scalar(scalar)))\(unquote)")
             return nil
         }
         return value
@@ -475,12 +470,12 @@ struct ConfigurationReader {
 
     /// "1.2" or "1.3"; an unquoted 1.2 arrives as a YAML float and is accepted too.
     mutating func tlsVersion(_ fields: Fields, _ name: String) -> String? {
-        guard let (node, text) = scalar(fields, name, expected: "\"1.2\" or \"1.3\"", example: "\"1.2\"") else {
+        guard let (scalar, text) = scalar(fields, name, expected: "\"1.2\" or \"1.3\"", example: "\"1.2\"") else {
             return nil
         }
         let allowed = ProxyConfiguration.TLS.allowedMinVersions
         if allowed.contains(text) { return text }
-        if node.tagName == .float, let number = node.float,
+        if scalar.kind == .float, let number = scalar.float,
            let match = allowed.first(where: { Double($0) == number }) {
             return match
         }
@@ -526,23 +521,19 @@ struct ConfigurationReader {
         problems.append(.init(key: key, message: message))
     }
 
-    static func isNull(_ node: Node) -> Bool {
-        if case .scalar = node { return node.tagName == .null }
-        return false
-    }
+    static func isNull(_ node: YAMLNode) -> Bool { node.isNull }
 
     /// How a found value is named in "must be X, found Y" messages.
-    static func describe(_ node: Node) -> String {
+    static func describe(_ node: YAMLNode) -> String {
         switch node {
         case .mapping: return "a mapping"
         case .sequence: return "a list"
-        case .alias: return "an alias"
         case let .scalar(scalar):
-            switch node.tagName {
+            switch scalar.kind {
             case .null: return "no value"
-            case .int, .float: return "the number \(scalar.string)"
-            case .bool: return "the boolean \(scalar.string)"
-            default: return "the string \(quote(scalar.string))"
+            case .int, .float: return "the number \(scalar.text)"
+            case .bool: return "the boolean \(scalar.text)"
+            case .string: return "the string \(quote(scalar.text))"
             }
         }
     }
@@ -554,10 +545,5 @@ func quote(_ text: String) -> String {
 }
 
 extension String {
-    fileprivate var replacingUnderscores: String { replacingOccurrences(of: "_", with: "") }
-}
-
-extension Node {
-    /// The resolved YAML tag (quoted scalars are always `str`; plain ones are resolved by content).
-    var tagName: Tag.Name { Tag.Name(rawValue: tag.rawValue) }
+    fileprivate var replacingUnderscores: String { replacing("_", with: "") }
 }

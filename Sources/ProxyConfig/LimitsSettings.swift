@@ -1,4 +1,4 @@
-import Yams
+import ProxyYAML
 
 extension ProxyConfiguration {
     /// Protection of the proxy and of the receiver (key `limits`): how many connections are held,
@@ -116,12 +116,9 @@ extension ConfigurationReader {
             return [:]
         }
         var overrides: [String: Limits.TenantRate.Rates] = [:]
-        for (tenantNode, value) in mapping {
-            guard case let .scalar(tenantScalar) = tenantNode else {
-                report(key, "a tenant is \(Self.describe(tenantNode)); write tenant IDs as plain keys, e.g. team-a:")
-                continue
-            }
-            let tenant = tenantScalar.string
+        for entry in mapping.entries {
+            let tenant = entry.key.text
+            let value = entry.value
             if let problem = Self.tenantIDProblem(tenant) {
                 report(key, "\(quote(tenant)): \(problem)")
                 continue
@@ -144,10 +141,10 @@ extension ConfigurationReader {
 
     /// A number of events per second, 0 (unlimited) or more; fractions allowed ("0.5" is one every 2s).
     private mutating func rate(_ fields: Fields, _ name: String, example: String) -> Double? {
-        guard let (node, text) = scalar(fields, name, expected: "a number per second", example: example) else { return nil }
-        guard node.tagName == .int || node.tagName == .float, let value = Double(text), value.isFinite else {
-            let unquote = node.tagName == .str && Double(text) != nil ? " (remove the quotes)" : ""
-            report(fields.key(name), "must be a number per second, found \(Self.describe(node))\(unquote); "
+        guard let (found, text) = scalar(fields, name, expected: "a number per second", example: example) else { return nil }
+        guard found.kind == .int || found.kind == .float, let value = Double(text), value.isFinite else {
+            let unquote = found.kind == .string && Double(text) != nil ? " (remove the quotes)" : ""
+            report(fields.key(name), "must be a number per second, found \(Self.describe(.scalar(found)))\(unquote); "
                 + "e.g. \(name): \(example), or 0 for unlimited")
             return nil
         }
@@ -160,8 +157,8 @@ extension ConfigurationReader {
 
     /// A size, or 0 for unlimited.
     private mutating func sizeOrZero(_ fields: Fields, _ name: String, example: String) -> Int? {
-        if let node = fields[name], node.tagName == .int, node.int == 0 { return 0 }
-        if let node = fields[name], node.tagName == .str, node.string?.trimmingSpaces == "0" { return 0 }
+        if let found = fields[name]?.scalar, found.kind == .int, found.int == 0 { return 0 }
+        if let found = fields[name]?.scalar, found.kind == .string, found.text.trimmingSpaces == "0" { return 0 }
         return size(fields, name, example: example)
     }
 }

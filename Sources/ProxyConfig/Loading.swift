@@ -1,5 +1,4 @@
-import Foundation
-import Yams
+import ProxyYAML
 
 extension ProxyConfiguration {
     /// Reads and validates the file. Relative paths inside resolve against the file's directory.
@@ -11,26 +10,26 @@ extension ProxyConfiguration {
         guard !path.isEmpty else {
             throw fail("no configuration file given: pass the path of a YAML file, e.g. /etc/otlp-auth-proxy/proxy.yaml")
         }
-        let fileManager = FileManager.default
-        let absolute = Paths.absolute(path, relativeTo: fileManager.currentDirectoryPath)
-        var isDirectory: ObjCBool = false
-        guard fileManager.fileExists(atPath: absolute, isDirectory: &isDirectory) else {
+        let currentDirectory = FileSystem.currentDirectory
+        let absolute = Paths.absolute(path, relativeTo: currentDirectory)
+        let bytes: [UInt8]
+        switch FileSystem.read(absolute, limit: YAML.defaultMaximumBytes) {
+        case .success(let contents):
+            bytes = contents
+        case .failure(.notFound):
             throw fail("cannot read \(path): no such file; check the path "
-                + "(a relative path resolves against the current directory, \(fileManager.currentDirectoryPath))")
-        }
-        guard !isDirectory.boolValue else {
+                + "(a relative path resolves against the current directory, \(currentDirectory))")
+        case .failure(.isDirectory):
             throw fail("cannot read \(path): it is a directory; give the path of the YAML file inside it")
-        }
-        guard fileManager.isReadableFile(atPath: absolute) else {
+        case .failure(.permissionDenied):
             throw fail("cannot read \(path): permission denied; make it readable by the user the proxy runs as")
+        case .failure(.tooLarge(let limit)):
+            throw fail("cannot read \(path): it is larger than \(limit / (1024 * 1024)) MiB; a configuration file "
+                + "is a few KiB, check that the path names the right file")
+        case .failure(.other(let reason)):
+            throw fail("cannot read \(path): \(reason)")
         }
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: absolute))
-        } catch {
-            throw fail("cannot read \(path): \(error.localizedDescription)")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             throw fail("cannot read \(path): it is not UTF-8 text; save it as UTF-8")
         }
         var configuration = try parse(
@@ -44,14 +43,14 @@ extension ProxyConfiguration {
     public static func parse(
         yaml: String, directory: String, sourceName: String = "config"
     ) throws(ConfigurationError) -> ProxyConfiguration {
-        let root: Node?
+        let root: YAMLNode?
         do {
-            root = try Yams.compose(yaml: yaml)
+            root = try YAML.parse(yaml)
         } catch {
             throw ConfigurationError(
-                source: sourceName, problems: [.init(key: "(file)", message: syntaxMessage(error))])
+                source: sourceName, problems: [.init(key: "(file)", message: syntaxMessage(error, yaml: yaml))])
         }
-        let base = Paths.absolute(directory, relativeTo: FileManager.default.currentDirectoryPath)
+        let base = Paths.absolute(directory, relativeTo: FileSystem.currentDirectory)
         var reader = ConfigurationReader(directory: base)
         let configuration = reader.read(root)
         guard reader.problems.isEmpty else {
@@ -60,45 +59,18 @@ extension ProxyConfiguration {
         return configuration
     }
 
-    /// Yams' error text quotes the surrounding document; ours keeps only the position and the reason.
-    private static func syntaxMessage(_ error: any Error) -> String {
-        func position(_ mark: Mark) -> String { "line \(mark.line), column \(mark.column)" }
-        func located(_ context: YamlError.Context?, _ problem: String, _ mark: Mark, _ yaml: String) -> String {
-            var text = "YAML syntax error at \(position(mark)): \(problem)"
-            if let context { text += " (\(context.text) at \(position(context.mark)))" }
-            // The most common cause in this file: an unquoted IPv6 endpoint, which YAML reads as a list.
-            let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
-            if mark.line >= 1, mark.line <= lines.count {
-                let line = lines[mark.line - 1]
-                if line.contains("]:") && !line.contains("\"[") && !line.contains("'[") {
-                    return text + "; quote IPv6 endpoints, e.g. endpoint: \"[::1]:4318\""
-                }
+    /// The reader's position and reason (it never quotes the document), plus a hint for the most
+    /// common mistake in this file: an unquoted IPv6 endpoint, which YAML reads as a list.
+    private static func syntaxMessage(_ error: YAMLError, yaml: String) -> String {
+        let text = "YAML syntax error at line \(error.line), column \(error.column): \(error.reason)"
+        let lines = yaml.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        if error.line >= 1, error.line <= lines.count {
+            let line = lines[error.line - 1]
+            if line.contains("]:") && !line.contains("\"[") && !line.contains("'[") {
+                return text + "; quote IPv6 endpoints, e.g. endpoint: \"[::1]:4318\""
             }
-            return text + "; fix the YAML there"
         }
-        guard let yamlError = error as? YamlError else {
-            return "not valid YAML: \(error)"
-        }
-        switch yamlError {
-        case let .scanner(context, problem, mark, yaml),
-            let .parser(context, problem, mark, yaml),
-            let .composer(context, problem, mark, yaml):
-            return located(context, problem, mark, yaml)
-        case let .reader(problem, offset, _, yaml):
-            if let offset, offset <= yaml.count {
-                let before = yaml.prefix(offset)
-                let line = before.filter { $0 == "\n" }.count + 1
-                let column = before.count - (before.lastIndex(of: "\n").map { before.distance(from: before.startIndex, to: $0) + 1 } ?? 0) + 1
-                return "YAML cannot be read at line \(line), column \(column): \(problem); save the file as UTF-8 text"
-            }
-            return "YAML cannot be read: \(problem); save the file as UTF-8 text"
-        case let .duplicatedKeysInMapping(duplicates, context):
-            let names = duplicates.map { "`\($0)`" }.joined(separator: ", ")
-            let line = context.mark.line > 0 ? " (first at line \(context.mark.line))" : ""
-            return "duplicate key \(names)\(line): a key may appear only once in a mapping; keep one"
-        default:
-            return "not valid YAML: \(yamlError)"
-        }
+        return text
     }
 }
 

@@ -1,4 +1,4 @@
-import Yams
+import ProxyYAML
 
 extension ProxyConfiguration {
     /// When the proxy rebuilds its state from the files (key `reload`). SIGHUP always reloads.
@@ -54,12 +54,12 @@ extension ConfigurationReader {
     /// A duration where zero is allowed and means something ("0", "0s", "0ms"): the usual duration
     /// reader refuses zero.
     private mutating func durationOrZero(_ fields: Fields, _ name: String, example: String, zeroMeans: String) -> Duration? {
-        if let node = fields[name], case let .scalar(scalar) = node, Self.isZeroDuration(scalar.string) {
+        if let node = fields[name], case let .scalar(scalar) = node, Self.isZeroDuration(scalar.text) {
             return .zero
         }
         if let node = fields[name], case let .scalar(scalar) = node,
-           scalar.string.drop(while: \.isWhitespace).hasPrefix("-") {
-            report(fields.key(name), "must not be negative, found \(quote(scalar.string)); e.g. \(name): \(example), "
+           scalar.text.drop(while: \.isWhitespace).hasPrefix("-") {
+            report(fields.key(name), "must not be negative, found \(quote(scalar.text)); e.g. \(name): \(example), "
                 + "or \(name): 0s (\(zeroMeans))")
             return nil
         }
@@ -77,8 +77,8 @@ extension ConfigurationReader {
         return (try? Units.parseDuration("1" + unit)) != nil
     }
 
-    private static func text(_ node: Node?) -> String {
-        if let node, case let .scalar(scalar) = node { return scalar.string }
+    private static func text(_ node: YAMLNode?) -> String {
+        if let node, case let .scalar(scalar) = node { return scalar.text }
         return ""
     }
 }

@@ -128,7 +128,8 @@ final class BearerTokenTests: XCTestCase {
     }
 
     /// Found by fuzz-tokens: a mapping key that is itself a map made Yams' `Any` construction
-    /// force-unwrap nil and crash the process (the input below is the fuzzer's, unchanged).
+    /// force-unwrap nil and crash the process (the input below is the fuzzer's, unchanged). The YAML
+    /// reader now refuses such keys itself, naming the line.
     func testLoad_MapOrListAsKey_RefusedNamingLine_NoCrash() {
         let fuzzerInput = """
             tokens:
@@ -137,19 +138,83 @@ final class BearerTokenTests: XCTestCase {
               - { principal: b, tenant: "bad tenant", token: short }
               - { principal: c, tenant: t, sha256: "zz", tsignals:th }:
             """
-        let found = problems(fuzzerInput)
-        XCTAssertEqual(found, ["line 5: a key is a map or a list; keys in this file are plain names"])
-        for input in ["{a: 1}: x\n", "tokens:\n  - ? [principal]\n    : a\n", "? !!set {a, b}\n: x\n"] {
-            XCTAssertEqual(problems(input).count, 1, input)
-            XCTAssertTrue(problems(input)[0].contains("a key is a map or a list"), input)
+        XCTAssertEqual(problems(fuzzerInput), [
+            "not valid YAML: line 5, column 59: a key must be a plain or quoted value, found a flow mapping before this `:`",
+        ])
+        for (input, expected) in [
+            ("{a: 1}: x\n", "line 1, column 7: a key must be a plain or quoted value"),
+            ("tokens:\n  - ? [principal]\n    : a\n", "line 2, column 5: complex keys (`? `) are not supported"),
+            ("? !!set {a, b}\n: x\n", "line 1, column 1: complex keys (`? `) are not supported"),
+            ("tokens:\n  - [a]: x\n", "line 2, column 8: a key must be a plain or quoted value"),
+        ] {
+            let found = problems(input)
+            XCTAssertEqual(found.count, 1, input)
+            XCTAssertTrue(found.first?.hasPrefix("not valid YAML: " + expected) == true, "\(input): \(found)")
         }
-        // Plain keys, anchors and merge keys still load.
+    }
+
+    /// Anchors, aliases and merge keys would let a small file expand into a huge one; they are refused
+    /// where they appear, without echoing the values around them.
+    func testLoad_AnchorsAliasesAndTags_RefusedNamingLine() {
         let merged = """
             base: &base {tenant: team-a}
             tokens:
               - {<<: *base, principal: a, token: "\(Self.plainToken)"}
             """
-        XCTAssertEqual(problems(merged), ["unknown key `base`: the file has one key, `tokens`"])
+        XCTAssertEqual(problems(merged), ["not valid YAML: line 1, column 7: anchors (`&name`) are not supported; write the value out in full"])
+        let alias = "tokens:\n  - principal: a\n    tenant: *t\n    token: \"\(Self.plainToken)\"\n"
+        XCTAssertEqual(problems(alias), ["not valid YAML: line 3, column 13: aliases (`*name`) are not supported; write the value out in full"])
+        let tagged = "tokens:\n  - principal: a\n    tenant: t\n    token: !!str \(Self.plainToken)\n"
+        let found = problems(tagged)
+        XCTAssertEqual(found.count, 1)
+        XCTAssertTrue(found[0].hasPrefix("not valid YAML: line 4, column 12: tags"), found[0])
+        XCTAssertFalse(found[0].contains(Self.plainToken), found[0])
+    }
+
+    /// Numbers, booleans and nulls are read as written: a token or tenant of digits keeps its spelling
+    /// (YAML 1.1 would turn `0123` into 83), and a missing value is reported as missing.
+    func testLoad_ScalarsKeepTheirSpelling() throws {
+        let digits = "0123456701234567"
+        let table = try BearerTokenTable.parse(
+            yaml: "tokens:\n  - {principal: 007, tenant: 0123, token: \(digits)}\n", file: "tokens.yaml")
+        XCTAssertEqual(table.entries.map(\.principal), ["007"])
+        XCTAssertEqual(table.entries.map(\.tenant), ["0123"])
+        XCTAssertNotNil(table.match(token: Array(digits.utf8)))
+        XCTAssertEqual(problems("tokens:\n  - {principal: a, tenant: ~, token: \"\(Self.plainToken)\"}\n"),
+                       ["tokens[0].tenant: required, the tenant this token writes to, such as `team-a`"])
+    }
+
+    /// The tokens files the docs show (README, docs/*.md) read with the proxy's YAML reader into the
+    /// entries they describe; the only problems allowed are their `<placeholder>` hashes and tokens.
+    func testDocumentedTokensFiles_ReadAsTheyAreShown() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs")
+            .filter { $0.hasSuffix(".md") }.map { "docs/" + $0 } + ["README.md"]
+        var blocks = 0
+        for file in docs {
+            let text = try String(contentsOfFile: root.path + "/" + file, encoding: .utf8)
+            for block in text.components(separatedBy: "```yaml\n").dropFirst() {
+                // Code blocks inside list items are indented; drop the item's indentation.
+                let lines = block.components(separatedBy: "```").first!.split(separator: "\n", omittingEmptySubsequences: false)
+                let indent = lines.first.map { $0.prefix(while: { $0 == " " }).count } ?? 0
+                let body = lines.map { String($0.dropFirst(min(indent, $0.prefix(while: { $0 == " " }).count))) }
+                    .joined(separator: "\n")
+                guard body.hasPrefix("tokens:") else { continue }
+                blocks += 1
+                do {
+                    let table = try BearerTokenTable.parse(yaml: body, file: file)
+                    XCTAssertFalse(table.entries.isEmpty, file)
+                } catch {
+                    XCTAssertFalse(error.problems.isEmpty, file)
+                    for problem in error.problems {
+                        XCTAssertTrue(problem.hasSuffix(".sha256: expected 64 hex characters (`printf %s TOKEN | sha256sum`)")
+                            || problem.contains(".token: "), "\(file): \(problem)")
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(blocks, 2, "the docs show tokens files in configuration.md and deployment.md")
     }
 
     func testTenantID_Rules() {
