@@ -1,4 +1,3 @@
-import Foundation
 import ProxyTLS
 
 /// Everything a request carries that can identify its sender. Built by the protocol layer per request.
@@ -129,7 +128,7 @@ public final class Authenticator: Sendable {
         case stop(AuthStep)
     }
 
-    public func authenticate(_ credentials: RequestCredentials, now: Date) -> AuthStep {
+    public func authenticate(_ credentials: RequestCredentials, now: WallTime) -> AuthStep {
         var verified: [Verified] = []
 
         // Rule 1 and 2, client certificate: only when mtls is enabled.
@@ -179,7 +178,7 @@ public final class Authenticator: Sendable {
     }
 
     /// Parses and routes one `Authorization` value; verifies bearer tokens and JWTs on the spot.
-    private func classify(_ value: String, now: Date) -> HeaderCredential {
+    private func classify(_ value: String, now: WallTime) -> HeaderCredential {
         func fail(_ failure: AuthFailure) -> HeaderCredential {
             .stop(.decided(.failure(failure)))
         }
@@ -206,7 +205,7 @@ public final class Authenticator: Sendable {
         }
     }
 
-    private func verifyJWT(_ token: String, with jwt: JWTAuthenticator, now: Date) -> HeaderCredential {
+    private func verifyJWT(_ token: String, with jwt: JWTAuthenticator, now: WallTime) -> HeaderCredential {
         switch jwt.verify(token: token, now: now) {
         case .success(let verified):
             let identity = verified.identity
