@@ -22,7 +22,7 @@ public final class JWTProvider: @unchecked Sendable {
     private let lock = NIOLock()
     // Guarded by `lock`.
     private var keys: JWKSet?
-    private var lastRefetchClaim: WallTime?
+    private var lastRefetchClaim: ContinuousClock.Instant?
     private var cache: VerifiedTokenCache
 
     /// Verified tokens kept at most (oldest evicted first).
@@ -101,14 +101,14 @@ public final class JWTProvider: @unchecked Sendable {
     }
 
     /// After an unknown `kid`: may the JWKS be refetched now? True at most once per
-    /// `minRefetchInterval`; a true answer records `now` as the last refetch. A clock that went
-    /// backwards does not block refetches.
-    public func claimRefetch(now: WallTime) -> Bool {
-        let interval = settings.minRefetchInterval.seconds
+    /// `minRefetchInterval`; a true answer records `now` as the last refetch. Monotonic time, so
+    /// setting the system clock neither blocks refetches nor lets a flood through.
+    public func claimRefetch(now: ContinuousClock.Instant) -> Bool {
+        let interval = settings.minRefetchInterval
         return lock.withLock {
             if let last = lastRefetchClaim {
-                let elapsed = now.seconds(since: last)
-                if elapsed >= 0 && elapsed < interval { return false }
+                let elapsed = last.duration(to: now)
+                if elapsed >= .zero && elapsed < interval { return false }
             }
             lastRefetchClaim = now
             return true

@@ -402,15 +402,15 @@ final class JWTVerifyTests: XCTestCase {
 
     func testRefetch_RateLimited() throws {
         let provider = try JWTProvider(settings: settings(), keys: nil)
-        let t0 = Self.now
+        let t0 = ContinuousClock.now
         XCTAssertTrue(provider.claimRefetch(now: t0))
         XCTAssertFalse(provider.claimRefetch(now: t0))
-        XCTAssertFalse(provider.claimRefetch(now: t0.adding(seconds: 1)))
-        XCTAssertFalse(provider.claimRefetch(now: t0.adding(seconds: 29.9)))
-        XCTAssertTrue(provider.claimRefetch(now: t0.adding(seconds: 30)))
-        XCTAssertFalse(provider.claimRefetch(now: t0.adding(seconds: 45)))
+        XCTAssertFalse(provider.claimRefetch(now: t0 + .seconds(1)))
+        XCTAssertFalse(provider.claimRefetch(now: t0 + .milliseconds(29_900)))
+        XCTAssertTrue(provider.claimRefetch(now: t0 + .seconds(30)))
+        XCTAssertFalse(provider.claimRefetch(now: t0 + .seconds(45)))
         // A flood of unknown kids within one period claims exactly one refetch.
-        let flood = (0..<1000).filter { provider.claimRefetch(now: t0.adding(seconds: 60 + Double($0) * 0.01)) }
+        let flood = (0..<1000).filter { provider.claimRefetch(now: t0 + .milliseconds(60_000 + $0 * 10)) }
         XCTAssertEqual(flood.count, 1)
     }
 
