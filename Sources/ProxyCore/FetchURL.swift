@@ -37,8 +37,8 @@ struct FetchURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     init(parsing text: String) throws(Problem) {
-        func refuse(_ reason: String) -> Problem {
-            Problem(description: "\"\(text)\" is not a usable URL: \(reason); write e.g. https://idp.example.com/.well-known/jwks.json")
+        func refuse(_ reason: String, shown: String = text) -> Problem {
+            Problem(description: "\"\(shown)\" is not a usable URL: \(reason); write e.g. https://idp.example.com/.well-known/jwks.json")
         }
         let bytes = Array(text.utf8)
         guard let separator = Self.firstIndex(of: Array("://".utf8), in: bytes) else {
@@ -53,7 +53,12 @@ struct FetchURL: Sendable, Hashable, CustomStringConvertible {
         let authorityEnd = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }
             ?? rest.endIndex
         let authority = rest[rest.startIndex..<authorityEnd]
-        if authority.contains(UInt8(ascii: "@")) { throw refuse("user information (user@ or user:password@) is not allowed") }
+        if let at = authority.lastIndex(of: UInt8(ascii: "@")) {
+            // The user information may be a password: the message shows the URL without it.
+            let redacted = String(decoding: bytes[..<authority.startIndex], as: UTF8.self) + "…"
+                + String(decoding: bytes[at...], as: UTF8.self)
+            throw refuse("user information (user@ or user:password@) is not allowed", shown: redacted)
+        }
 
         var host: String
         var portText: ArraySlice<UInt8>?

@@ -35,8 +35,6 @@ final class FetchURLTests: XCTestCase {
         let cases: [(String, String)] = [
             ("idp.example.com/jwks.json", "no scheme"),
             ("ftp://idp.example.com/jwks.json", "the scheme must be https"),
-            ("https://user:pass@idp.example.com/jwks.json", "user information"),
-            ("https://user@idp.example.com/", "user information"),
             ("https:///jwks.json", "no host"),
             ("https://:443/jwks.json", "no host"),
             ("https://idp.example.com:/jwks.json", "the port must be a number from 1 to 65535"),
@@ -59,6 +57,15 @@ final class FetchURLTests: XCTestCase {
             ("https://idp.example.com/a\\b", "'\\' must be percent-encoded"),
             ("", "no scheme"),
         ]
+        for text in ["https://user:pass@idp.example.com/jwks.json", "https://user@idp.example.com/", "https://a@b:c@idp.example.com/"] {
+            XCTAssertThrowsError(try FetchURL(parsing: text), text) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("user information (user@ or user:password@) is not allowed"), message)
+                XCTAssertTrue(message.hasPrefix("\"https://…@idp.example.com/"), message)
+                XCTAssertFalse(message.contains("user:pass@") || message.contains("//user@"), message)
+                XCTAssertFalse(message.contains("b:c"), message)
+            }
+        }
         for (text, reason) in cases {
             XCTAssertThrowsError(try FetchURL(parsing: text), text) { error in
                 let message = "\(error)"
