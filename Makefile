@@ -16,7 +16,7 @@ build: deps
 	$(SWIFT) build
 
 release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 venv: deps
 	@scripts/setup-venv.sh
@@ -54,11 +54,11 @@ clean:
 ## Side-by-side benchmark against nghttpx and HAProxy (prints one table; see docs/benchmarks.md).
 bench: deps venv
 	@scripts/install-bench-deps.sh
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 	.venv/bin/python bench/bench.py
 
 ## Soak: the release build under mixed gRPC and HTTP exporters for SOAK_SECONDS (default 600) with 10%
 ## invalid credentials and two receiver restarts; checks RSS slope, descriptors and that no span is lost.
 soak: deps venv
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 	SOAK_SECONDS=$(SOAK_SECONDS) OTLP_AUTH_PROXY_BIN=.build/release/otlp-auth-proxy .venv/bin/python tests/soak/soak.py

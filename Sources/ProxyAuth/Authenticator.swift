@@ -1,4 +1,3 @@
-import Foundation
 import ProxyTLS
 
 /// Everything a request carries that can identify its sender. Built by the protocol layer per request.
@@ -129,7 +128,12 @@ public final class Authenticator: Sendable {
         case stop(AuthStep)
     }
 
-    public func authenticate(_ credentials: RequestCredentials, now: Date) -> AuthStep {
+    /// `now` is the wall-clock time that token times (`exp`, `nbf`, `iat`) are compared with; `uptime`
+    /// a monotonic instant for intervals (the Basic success cache, the JWKS refetch rate limit), which
+    /// a change of the system clock must not stretch or cut short.
+    public func authenticate(
+        _ credentials: RequestCredentials, now: WallTime, uptime: ContinuousClock.Instant = .now
+    ) -> AuthStep {
         var verified: [Verified] = []
 
         // Rule 1 and 2, client certificate: only when mtls is enabled.
@@ -146,7 +150,7 @@ public final class Authenticator: Sendable {
         case 0:
             if verified.isEmpty { return .decided(.failure(.missingCredential)) }
         case 1:
-            switch classify(credentials.authorization[0], now: now) {
+            switch classify(credentials.authorization[0], now: now, uptime: uptime) {
             case .verified(let credential):
                 verified.append(credential)
             case .basic(let basicCredentials):
@@ -166,11 +170,11 @@ public final class Authenticator: Sendable {
         let password = pendingBasic.password
         let signal = credentials.signal
         let basicVerified = Verified(method: .basic, principal: "user:\(user)")
-        if basic.isCached(user: user, password: password, now: now) {
+        if basic.isCached(user: user, password: password, now: uptime) {
             return .decided(decide(verified + [basicVerified], signal: signal))
         }
         return .offload { [self] in
-            switch basic.check(user: user, password: password, now: now) {
+            switch basic.check(user: user, password: password, now: uptime) {
             case .success: return decide(others + [basicVerified], signal: signal)
             case .unknownUser: return .failure(.unknownUser)
             case .wrongPassword: return .failure(.wrongPassword)
@@ -179,7 +183,7 @@ public final class Authenticator: Sendable {
     }
 
     /// Parses and routes one `Authorization` value; verifies bearer tokens and JWTs on the spot.
-    private func classify(_ value: String, now: Date) -> HeaderCredential {
+    private func classify(_ value: String, now: WallTime, uptime: ContinuousClock.Instant) -> HeaderCredential {
         func fail(_ failure: AuthFailure) -> HeaderCredential {
             .stop(.decided(.failure(failure)))
         }
@@ -189,7 +193,7 @@ public final class Authenticator: Sendable {
         case .bearer:
             if let jwt, Self.hasJWTShape(header.credentials) {
                 let token = String(decoding: header.credentials, as: UTF8.self)
-                return verifyJWT(token, with: jwt, now: now)
+                return verifyJWT(token, with: jwt, now: now, uptime: uptime)
             }
             guard let bearer else { return fail(.unsupportedScheme) }
             guard let entry = bearer.match(token: header.credentials) else { return fail(.unknownToken) }
@@ -206,7 +210,9 @@ public final class Authenticator: Sendable {
         }
     }
 
-    private func verifyJWT(_ token: String, with jwt: JWTAuthenticator, now: Date) -> HeaderCredential {
+    private func verifyJWT(
+        _ token: String, with jwt: JWTAuthenticator, now: WallTime, uptime: ContinuousClock.Instant
+    ) -> HeaderCredential {
         switch jwt.verify(token: token, now: now) {
         case .success(let verified):
             let identity = verified.identity
@@ -217,7 +223,7 @@ public final class Authenticator: Sendable {
             // A key the provider does not have (yet): ask the caller to refetch that provider's keys,
             // at most once per its min refetch interval; otherwise the token is refused.
             if failure == .unknownKeyID || failure == .noKeys, let provider = jwt.provider(forToken: token),
-               provider.claimRefetch(now: now) {
+               provider.claimRefetch(now: uptime) {
                 return .stop(.refetchKeys(provider: provider))
             }
             return .stop(.decided(.failure(.invalidJWT(failure))))

@@ -1,5 +1,5 @@
 internal import CCrypt
-import Foundation
+import NIOConcurrencyHelpers
 import ProxyTLS
 
 /// The users of `auth.basic.htpasswd_file` and their password hashes, verified with the system's
@@ -33,19 +33,21 @@ public struct HtpasswdFile: Sendable {
         case wrongPassword
     }
 
-    /// How long a successful verification is remembered.
-    static let cacheLifetime: TimeInterval = 300
+    /// How long a successful verification is remembered (monotonic time).
+    static let cacheLifetime: Duration = .seconds(300)
     /// The most remembered successes; beyond it, expired ones are purged, then the oldest half dropped.
     static let cacheCapacity = 10_000
 
     /// Reads and checks an htpasswd file. Every problem is reported at once, naming the line.
     public static func load(file path: String) throws(AuthConfigurationError) -> HtpasswdFile {
-        let text: String
+        let bytes: [UInt8]
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            bytes = try SystemFile.read(path)
         } catch {
-            throw AuthConfigurationError(
-                file: path, problems: ["cannot read the file: \((error as NSError).localizedDescription)"])
+            throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(error.reason)"])
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw AuthConfigurationError(file: path, problems: ["cannot read the file: it is not UTF-8 text"])
         }
         return try parse(text, file: path)
     }
@@ -105,27 +107,27 @@ public struct HtpasswdFile: Sendable {
     /// Whether `password` is the user's password. Slow on purpose (bcrypt / sha-crypt): call it off
     /// the event loop. An unknown user takes the same time as a wrong password.
     public func verify(user: String, password: String) -> Bool {
-        check(user: user, password: password, now: Date()) == .success
+        check(user: user, password: password, now: .now) == .success
     }
 
     /// Cheap: whether exactly these credentials verified successfully within the last five minutes.
     public func isCached(user: String, password: String) -> Bool {
-        isCached(user: user, password: password, now: Date())
+        isCached(user: user, password: password, now: .now)
     }
 
-    func isCached(user: String, password: String, now: Date) -> Bool {
+    func isCached(user: String, password: String, now: ContinuousClock.Instant) -> Bool {
         cache.contains(Self.cacheKey(user: user, password: password), now: now)
     }
 
     /// The full check, with the reason for a failure; records a success in the cache.
-    func check(user: String, password: String, now: Date) -> Outcome {
+    func check(user: String, password: String, now: ContinuousClock.Instant) -> Outcome {
         guard let entry = entries[user] else {
             // Same work as for a known user: hash the password against a hash of the same cost.
             _ = Crypt.matches(password: password, hash: dummyHash)
             return .unknownUser
         }
         guard Crypt.matches(password: password, hash: entry.hash) else { return .wrongPassword }
-        cache.insert(Self.cacheKey(user: user, password: password), expiry: now.addingTimeInterval(Self.cacheLifetime))
+        cache.insert(Self.cacheKey(user: user, password: password), expiry: now + Self.cacheLifetime)
         return .success
     }
 
@@ -186,10 +188,10 @@ public struct HtpasswdFile: Sendable {
 /// `HtpasswdFile.cacheLifetime`. Shared by copies of one `HtpasswdFile`; guarded by a lock because
 /// event loops and offloaded hashing use it concurrently.
 final class SuccessCache: @unchecked Sendable {
-    private let lock = NSLock()
-    private var expiries: [[UInt8]: Date] = [:]
+    private let lock = NIOLock()
+    private var expiries: [[UInt8]: ContinuousClock.Instant] = [:]
 
-    func contains(_ key: [UInt8], now: Date) -> Bool {
+    func contains(_ key: [UInt8], now: ContinuousClock.Instant) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard let expiry = expiries[key] else { return false }
@@ -198,11 +200,11 @@ final class SuccessCache: @unchecked Sendable {
         return false
     }
 
-    func insert(_ key: [UInt8], expiry: Date) {
+    func insert(_ key: [UInt8], expiry: ContinuousClock.Instant) {
         lock.lock()
         defer { lock.unlock() }
         if expiries.count >= HtpasswdFile.cacheCapacity, expiries[key] == nil {
-            let now = expiry.addingTimeInterval(-HtpasswdFile.cacheLifetime)
+            let now = expiry - HtpasswdFile.cacheLifetime
             expiries = expiries.filter { $0.value > now }
             if expiries.count >= HtpasswdFile.cacheCapacity {
                 // Still full of live entries: drop the half that expires first.

@@ -1,4 +1,3 @@
-import Foundation
 import ProxyTLS
 
 /// One `auth.jwt.providers` entry, as the lead builds it from the configuration.
@@ -172,9 +171,9 @@ public struct JWTIdentity: Sendable, Equatable {
     /// number are left out.
     public var headers: [(name: String, value: String)]
     /// The token's `exp`.
-    public var expiresAt: Date
+    public var expiresAt: WallTime
 
-    public init(issuer: String, principal: String, tenant: String?, headers: [(name: String, value: String)], expiresAt: Date) {
+    public init(issuer: String, principal: String, tenant: String?, headers: [(name: String, value: String)], expiresAt: WallTime) {
         self.issuer = issuer
         self.principal = principal
         self.tenant = tenant

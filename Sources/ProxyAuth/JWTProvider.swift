@@ -1,4 +1,4 @@
-import Foundation
+import NIOConcurrencyHelpers
 import ProxyJSON
 import ProxyTLS
 
@@ -19,10 +19,10 @@ public final class JWTProvider: @unchecked Sendable {
 
     /// The configured HMAC secret as a key (HS* providers); when set, it is the only key.
     private let hmacKey: JWSKey?
-    private let lock = NSLock()
+    private let lock = NIOLock()
     // Guarded by `lock`.
     private var keys: JWKSet?
-    private var lastRefetchClaim: Date?
+    private var lastRefetchClaim: ContinuousClock.Instant?
     private var cache: VerifiedTokenCache
 
     /// Verified tokens kept at most (oldest evicted first).
@@ -101,14 +101,14 @@ public final class JWTProvider: @unchecked Sendable {
     }
 
     /// After an unknown `kid`: may the JWKS be refetched now? True at most once per
-    /// `minRefetchInterval`; a true answer records `now` as the last refetch. A clock that went
-    /// backwards does not block refetches.
-    public func claimRefetch(now: Date) -> Bool {
-        let interval = settings.minRefetchInterval.seconds
+    /// `minRefetchInterval`; a true answer records `now` as the last refetch. Monotonic time, so
+    /// setting the system clock neither blocks refetches nor lets a flood through.
+    public func claimRefetch(now: ContinuousClock.Instant) -> Bool {
+        let interval = settings.minRefetchInterval
         return lock.withLock {
             if let last = lastRefetchClaim {
-                let elapsed = now.timeIntervalSince(last)
-                if elapsed >= 0 && elapsed < interval { return false }
+                let elapsed = last.duration(to: now)
+                if elapsed >= .zero && elapsed < interval { return false }
             }
             lastRefetchClaim = now
             return true
@@ -128,7 +128,7 @@ public final class JWTProvider: @unchecked Sendable {
     /// Verifies `token` at `now` with the current keys. A token that verified before and whose `exp`
     /// is still ahead of `now` is answered from the cache (keyed by its SHA-256) without repeating
     /// the signature check.
-    public func verify(token: String, now: Date) -> Result<JWTIdentity, JWTFailure> {
+    public func verify(token: String, now: WallTime) -> Result<JWTIdentity, JWTFailure> {
         let bytes = Array(token.utf8)
         guard bytes.count <= settings.maxTokenBytes else { return .failure(.tooLarge) }
         let digest = Digest.sha256(bytes)
@@ -143,12 +143,12 @@ public final class JWTProvider: @unchecked Sendable {
 
     // MARK: - Internals shared with JWTAuthenticator
 
-    func cachedIdentity(digest: [UInt8], now: Date) -> JWTIdentity? {
+    func cachedIdentity(digest: [UInt8], now: WallTime) -> JWTIdentity? {
         lock.withLock { cache.lookup(digest, now: now) }
     }
 
     /// Every check after parsing; caches the identity on success.
-    func verify(parsed: ParsedJWT, digest: [UInt8], now: Date) -> Result<JWTIdentity, JWTFailure> {
+    func verify(parsed: ParsedJWT, digest: [UInt8], now: WallTime) -> Result<JWTIdentity, JWTFailure> {
         let result = check(parsed, now: now)
         if case .success(let identity) = result, identity.expiresAt > now {
             lock.withLock { cache.insert(digest, identity) }
@@ -156,7 +156,7 @@ public final class JWTProvider: @unchecked Sendable {
         return result
     }
 
-    private func check(_ token: ParsedJWT, now: Date) -> Result<JWTIdentity, JWTFailure> {
+    private func check(_ token: ParsedJWT, now: WallTime) -> Result<JWTIdentity, JWTFailure> {
         // Header: the allow-list, then critical extensions (none are understood).
         guard let algorithm = JWSAlgorithm(rawValue: token.algorithmName), settings.algorithms.contains(algorithm) else {
             return .failure(.algorithmNotAllowed)
@@ -168,7 +168,7 @@ public final class JWTProvider: @unchecked Sendable {
 
         // Times, with the configured skew in the client's favour.
         let skew = settings.clockSkew.seconds
-        let nowSeconds = now.timeIntervalSince1970
+        let nowSeconds = now.secondsSince1970
         guard let expValue = claims["exp"], expValue != .null else { return .failure(.missingExpiry) }
         guard let exp = expValue.finiteNumber else { return .failure(.invalidClaim("exp")) }
         guard nowSeconds < exp + skew else { return .failure(.expired) }
@@ -236,7 +236,7 @@ public final class JWTProvider: @unchecked Sendable {
         }
         return .success(JWTIdentity(
             issuer: issuer, principal: principal, tenant: tenant, headers: headers,
-            expiresAt: Date(timeIntervalSince1970: exp)))
+            expiresAt: WallTime(secondsSince1970: exp)))
     }
 
     /// The key for a token: the HMAC secret for HS* providers; otherwise the JWKS key whose `kid`
@@ -280,7 +280,7 @@ public struct JWTAuthenticator: Sendable {
         providers.map(\.settings.maxTokenBytes).max() ?? JWTProviderSettings.defaultMaxTokenBytes
     }
 
-    public func verify(token: String, now: Date) -> Result<(provider: JWTProvider, identity: JWTIdentity), JWTFailure> {
+    public func verify(token: String, now: WallTime) -> Result<(provider: JWTProvider, identity: JWTIdentity), JWTFailure> {
         let bytes = Array(token.utf8)
         guard bytes.count <= maxTokenBytes else { return .failure(.tooLarge) }
         let digest = Digest.sha256(bytes)
@@ -462,7 +462,7 @@ struct VerifiedTokenCache {
 
     var count: Int { entries.count }
 
-    mutating func lookup(_ digest: [UInt8], now: Date) -> JWTIdentity? {
+    mutating func lookup(_ digest: [UInt8], now: WallTime) -> JWTIdentity? {
         guard let entry = entries[digest] else { return nil }
         guard now < entry.identity.expiresAt else {
             entries[digest] = nil

@@ -1,7 +1,13 @@
-import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import ProxyConfig
+import ProxyTLS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Writes one line per finished request, in JSON or logfmt. The line holds only the fields of
 /// `RequestRecord`, which never carries a credential (no header value is ever copied into it).
@@ -87,18 +93,8 @@ public enum LogLine {
     }
 
     /// RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
-    public static func timestamp(_ date: Date) -> String {
-        let interval = date.timeIntervalSince1970
-        var seconds = time_t(interval.rounded(.down))
-        let millis = min(999, Int((interval - Double(seconds)) * 1000))
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    public static func timestamp(_ time: WallTime) -> String {
+        time.rfc3339Milliseconds
     }
 
     static func decimal(_ value: Double) -> String {
@@ -116,7 +112,8 @@ public enum LogLine {
             case "\t": out.append("\\t")
             default:
                 if scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x2028 || scalar.value == 0x2029 {
-                    out.append(String(format: "\\u%04x", scalar.value))
+                    let hex = String(scalar.value, radix: 16)
+                    out.append("\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex)
                 } else {
                     out.unicodeScalars.append(scalar)
                 }
@@ -151,12 +148,21 @@ public enum LogOutput {
     private static let lock = NIOLock()
 
     public static let standardError: @Sendable (String) -> Void = { line in
+        writeLine(line, to: 2)
+    }
+
+    /// The ready line and the sink's final counters, which scripts read; unbuffered like stderr.
+    public static let standardOutput: @Sendable (String) -> Void = { line in
+        writeLine(line, to: 1)
+    }
+
+    private static func writeLine(_ line: String, to descriptor: Int32) {
         let bytes = Array((line + "\n").utf8)
         lock.withLock {
             bytes.withUnsafeBytes { buffer in
                 var offset = 0
                 while offset < buffer.count {
-                    let written = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                    let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
                     if written <= 0 {
                         if written < 0 && errno == EINTR { continue }
                         return
@@ -198,7 +204,7 @@ public struct StructuredLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
         var fields: [(String, LogValue)] = [
-            ("time", .string(LogLine.timestamp(Date()))),
+            ("time", .string(LogLine.timestamp(.now()))),
             ("level", .string(event.level.rawValue)),
             ("logger", .string(label)),
             ("msg", .string(event.message.description)),

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import NIOPosix
 import ProxyAuth
@@ -32,7 +31,7 @@ enum AuthFlow {
         completion: @escaping (AuthOutcome) -> Void
     ) {
         step(
-            runtime.authenticator.authenticate(credentials, now: Date()), credentials: credentials, runtime: runtime,
+            runtime.authenticator.authenticate(credentials, now: .now()), credentials: credentials, runtime: runtime,
             services: services, eventLoop: eventLoop, refetched: false, completion: completion)
     }
 
@@ -58,7 +57,7 @@ enum AuthFlow {
                 return
             }
             jwks.refetch(provider).hop(to: eventLoop).assumeIsolated().whenComplete { _ in
-                let again = runtime.authenticator.authenticate(credentials, now: Date())
+                let again = runtime.authenticator.authenticate(credentials, now: .now())
                 if case .refetchKeys = again {
                     completion(.refused(.invalidJWT(.unknownKeyID)))
                     return

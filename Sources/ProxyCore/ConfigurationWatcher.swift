@@ -1,7 +1,12 @@
-import Foundation
 import Logging
 import ProxyConfig
 import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Polls the configuration file and every file it names every `reload.watch_interval`, and reloads
 /// the server when any of them changed (Kubernetes rarely signals a pod when a mounted Secret

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -18,22 +17,18 @@ struct HTTPSFetcher: Sendable {
     var maxBytes = 1 << 20
 
     /// Fetches `url` and returns the body of a 200 response.
-    func get(_ url: URL, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
-        guard let host = url.host, let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http" else {
-            return eventLoop.makeFailedFuture(FetchError(description: "\(url): not an http(s) URL"))
-        }
-        let secure = scheme == "https"
+    func get(_ url: FetchURL, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        let host = url.host
+        let secure = url.isHTTPS
         if secure && tlsContext == nil {
             return eventLoop.makeFailedFuture(FetchError(description: "\(url): no TLS client context"))
         }
-        let port = url.port ?? (secure ? 443 : 80)
-        var target = url.path.isEmpty ? "/" : url.path
-        if let query = url.query { target += "?" + query }
+        let port = url.effectivePort
         let promise = eventLoop.makePromise(of: [UInt8].self)
         let tlsContext = self.tlsContext
         let maxBytes = self.maxBytes
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target)
-        head.headers.add(name: "Host", value: url.port == nil ? host : "\(host):\(port)")
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: url.target)
+        head.headers.add(name: "Host", value: url.hostHeader)
         head.headers.add(name: "Accept", value: "application/json")
         head.headers.add(name: "Connection", value: "close")
         head.headers.add(name: "User-Agent", value: "otlp-auth-proxy")
@@ -68,11 +63,11 @@ private final class FetchHandler: ChannelInboundHandler {
     private let request: HTTPRequestHead
     private let maxBytes: Int
     private let promise: EventLoopPromise<[UInt8]>
-    private let url: URL
+    private let url: FetchURL
     private var status: HTTPResponseStatus?
     private var body: [UInt8] = []
 
-    init(request: HTTPRequestHead, maxBytes: Int, promise: EventLoopPromise<[UInt8]>, url: URL) {
+    init(request: HTTPRequestHead, maxBytes: Int, promise: EventLoopPromise<[UInt8]>, url: FetchURL) {
         self.request = request
         self.maxBytes = maxBytes
         self.promise = promise

@@ -1,4 +1,3 @@
-import Foundation
 import NIOHTTP1
 import ProxyHTTP2
 
@@ -140,8 +139,12 @@ public struct HeaderPolicy: Sendable {
         var names: Set<String> = []
         for value in values {
             for token in value.split(separator: ",") {
-                let name = token.trimmingCharacters(in: .whitespaces).lowercased()
-                if !name.isEmpty { names.insert(name) }
+                // The whitespace around list elements is spaces and tabs (RFC 9110 OWS).
+                var name = token
+                while name.first == " " || name.first == "\t" { name.removeFirst() }
+                while name.last == " " || name.last == "\t" { name.removeLast() }
+                let lowered = name.lowercased()
+                if !lowered.isEmpty { names.insert(lowered) }
             }
         }
         return names

@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -18,9 +17,9 @@ public final class JWKSRefresher: Sendable {
     /// Where one provider's keys come from.
     struct Source: Sendable {
         enum Location: Sendable {
-            case jwks(URL)
+            case jwks(FetchURL)
             /// `<issuer>/.well-known/openid-configuration`, whose `jwks_uri` names the key set.
-            case discovery(issuer: String)
+            case discovery(issuer: String, document: FetchURL)
         }
 
         var provider: JWTProvider
@@ -34,8 +33,8 @@ public final class JWKSRefresher: Sendable {
         var origin: String {
             let place: String
             switch location {
-            case .jwks(let url): place = "jwks \(url.absoluteString)"
-            case .discovery(let issuer): place = "discovery \(issuer)"
+            case .jwks(let url): place = "jwks \(url.text)"
+            case .discovery(let issuer, _): place = "discovery \(issuer)"
             }
             return place + " ca \(caFile ?? "-")"
         }
@@ -166,14 +165,10 @@ public final class JWKSRefresher: Sendable {
         switch source.location {
         case .jwks(let url):
             return source.fetcher.get(url, on: eventLoop)
-        case .discovery(let issuer):
-            let trimmed = issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer
-            guard let url = URL(string: trimmed + "/.well-known/openid-configuration") else {
-                return eventLoop.makeFailedFuture(HTTPSFetcher.FetchError(description: "\(issuer): not a URL"))
-            }
-            return source.fetcher.get(url, on: eventLoop).flatMapThrowing { bytes -> URL in
+        case .discovery(_, let url):
+            return source.fetcher.get(url, on: eventLoop).flatMapThrowing { bytes -> FetchURL in
                 guard let document = try? JSONValue.parse(bytes), let uri = document["jwks_uri"]?.stringValue,
-                      let jwksURL = URL(string: uri), jwksURL.scheme?.lowercased() == "https"
+                      let jwksURL = try? FetchURL(parsing: uri), jwksURL.isHTTPS
                 else {
                     throw HTTPSFetcher.FetchError(description: "\(url): no https jwks_uri in the discovery document")
                 }

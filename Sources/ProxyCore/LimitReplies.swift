@@ -1,4 +1,3 @@
-import Foundation
 import NIOHTTP1
 
 /// The retryable replies of the limits: a tenant over its rate, and load shedding.
@@ -76,9 +75,22 @@ extension LocalReply {
 
     /// A `-bin` metadata value: base64 without padding (gRPC over HTTP/2 spec; readers accept both).
     static func binaryHeaderValue(_ bytes: [UInt8]) -> String {
-        var text = Data(bytes).base64EncodedString()
-        while text.hasSuffix("=") { text.removeLast() }
-        return text
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var index = 0
+        while index < bytes.count {
+            let count = min(3, bytes.count - index)
+            var group = UInt32(bytes[index]) << 16
+            if count > 1 { group |= UInt32(bytes[index + 1]) << 8 }
+            if count > 2 { group |= UInt32(bytes[index + 2]) }
+            // 3 bytes give 4 characters; a final 1 or 2 bytes give 2 or 3 (no '=' padding).
+            for shift in stride(from: 18, through: 18 - 6 * count, by: -6) {
+                out.append(alphabet[Int((group >> UInt32(shift)) & 0x3F)])
+            }
+            index += 3
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     private static func appendVarint(_ value: UInt64, to out: inout [UInt8]) {

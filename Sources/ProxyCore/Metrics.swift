@@ -1,10 +1,10 @@
-import Foundation
 import NIOConcurrencyHelpers
 import Prometheus
+import ProxyTLS
 
 /// One finished request, as the access log and the request metrics see it. Never holds a credential.
 public struct RequestRecord: Sendable {
-    public var time: Date
+    public var time: WallTime
     /// `http/1.1`, `h2` (OTLP/HTTP over HTTP/2) or `grpc`.
     public var transport: String
     public var signal: String?
@@ -28,7 +28,7 @@ public struct RequestRecord: Sendable {
     public var peer: String?
 
     public init(
-        time: Date, transport: String, signal: String? = nil, tenant: String? = nil, principal: String? = nil,
+        time: WallTime, transport: String, signal: String? = nil, tenant: String? = nil, principal: String? = nil,
         status: Int = 0, grpcStatus: Int? = nil, authResult: String = "none", authReason: String? = nil,
         outcome: String = "refused", bytesIn: Int = 0, bytesOut: Int = 0, duration: Duration = .zero,
         peer: String? = nil
@@ -90,7 +90,7 @@ public final class ProxyMetrics: Sendable {
                 "last_reload_success", unit: "timestamp_seconds",
                 help: "Unix time of the last successful configuration load (start or reload)"),
             labels: [])
-        lastReloadSuccess.set(Date().timeIntervalSince1970)
+        lastReloadSuccess.set(WallTime.now().secondsSince1970)
         // Present from the first scrape, so dashboards see zeros rather than absent series.
         for result in ["success", "failure"] { _ = reloads(result) }
     }
@@ -204,13 +204,13 @@ public final class ProxyMetrics: Sendable {
     }
 
     /// A configuration load finished (reload); a success also sets the last-success time.
-    public func reloaded(success: Bool, at time: Date) {
+    public func reloaded(success: Bool, at time: WallTime) {
         reloads(success ? "success" : "failure").increment()
-        if success { lastReloadSuccess.set(time.timeIntervalSince1970) }
+        if success { lastReloadSuccess.set(time.secondsSince1970) }
     }
 
     /// Sets the not-after time of one certificate (`server`, or `client_ca:<subject CN>`).
-    public func certificateNotAfter(name: String, notAfter: Date) {
+    public func certificateNotAfter(name: String, notAfter: WallTime) {
         let gauge = certificateGauges.withLockedValue { gauges in
             if let existing = gauges[name] { return existing }
             let gauge = registry.makeGauge(
@@ -221,12 +221,12 @@ public final class ProxyMetrics: Sendable {
             gauges[name] = gauge
             return gauge
         }
-        gauge.set(notAfter.timeIntervalSince1970)
+        gauge.set(notAfter.secondsSince1970)
     }
 
     /// Replaces the whole set of certificate gauges (start and every reload): certificates that are
     /// no longer configured disappear from the exposition.
-    public func certificatesLoaded(_ certificates: [(name: String, notAfter: Date)]) {
+    public func certificatesLoaded(_ certificates: [(name: String, notAfter: WallTime)]) {
         let names = Set(certificates.map(\.name))
         certificateGauges.withLockedValue { gauges in
             for (name, gauge) in gauges where !names.contains(name) {

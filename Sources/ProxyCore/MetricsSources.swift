@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import ProxyTLS
 
@@ -30,13 +29,13 @@ extension ProxyRuntime {
     /// The certificates this runtime uses, for the not-after gauges: `server` (the leaf it presents)
     /// and `client_ca:<common name>` for each CA in `tls.client_ca_file` (the fingerprint's first
     /// bytes stand in for a missing or repeated name). Reads the CA file, so call it off the event loops.
-    public var certificateExpiries: [(name: String, notAfter: Date)] {
-        var result: [(name: String, notAfter: Date)] = []
+    public var certificateExpiries: [(name: String, notAfter: WallTime)] {
+        var result: [(name: String, notAfter: WallTime)] = []
         if let notAfter = tls.certificateNotAfter { result.append(("server", notAfter)) }
         if let caFile = configuration.tls.clientCAFile {
             var seen = Set<String>()
             for summary in CertificateFile.summaries(pemFile: caFile) {
-                let fingerprint = summary.sha256Fingerprint.prefix(8).map { String(format: "%02x", $0) }.joined()
+                let fingerprint = summary.sha256Fingerprint.prefix(8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
                 var name = "client_ca:" + (summary.commonName ?? fingerprint)
                 if seen.contains(name) { name += "#" + fingerprint }
                 seen.insert(name)

@@ -1,4 +1,3 @@
-import Foundation
 
 /// The OTLP signal a request carries, decided from its path. Only these three are forwarded.
 public enum OTLPSignal: String, Sendable, CaseIterable {

@@ -1,8 +1,13 @@
-import Foundation
 import NIOCore
 import ProxyAuth
 import ProxyConfig
 import ProxyTLS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Everything a new connection needs that comes from the configuration and the files it names:
 /// the TLS context, the authenticator, the header rules and the limits.
@@ -130,33 +135,48 @@ public final class ProxyRuntime: Sendable {
         var location: JWKSRefresher.Source.Location?
         switch provider.keySource {
         case .hmacSecretFile(let path):
-            guard var bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
-                throw StartupError(message: "\(key).hmac_secret_file \(path): cannot read the file")
+            var bytes: [UInt8]
+            do {
+                bytes = try SystemFile.read(path)
+            } catch {
+                throw StartupError(message: "\(key).hmac_secret_file \(path): cannot read the file: \(error.reason)")
             }
             if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
             if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
             secret = bytes
         case .hmacSecretEnv(let name):
-            guard let value = ProcessInfo.processInfo.environment[name] else {
+            // getenv's string belongs to the environment; copied at once, never freed here.
+            guard let pointer = getenv(name), let value = String(validatingCString: pointer) else {
                 throw StartupError(message: "\(key).hmac_secret_env: the environment variable \(name) is not set")
             }
             secret = Array(value.utf8)
         case .jwksFile(let path):
-            guard let bytes = FileManager.default.contents(atPath: path) else {
-                throw StartupError(message: "\(key).jwks_file \(path): cannot read the file")
+            let bytes: [UInt8]
+            do {
+                bytes = try SystemFile.read(path)
+            } catch {
+                throw StartupError(message: "\(key).jwks_file \(path): cannot read the file: \(error.reason)")
             }
             do {
-                keys = try JWKSet.parse(Array(bytes))
+                keys = try JWKSet.parse(bytes)
             } catch {
                 throw StartupError(message: "\(key).jwks_file \(path): \(error)")
             }
         case .jwksURL(let text):
-            guard let url = URL(string: text) else {
-                throw StartupError(message: "\(key).jwks_url: \(text) is not a URL")
+            do {
+                location = .jwks(try FetchURL(parsing: text))
+            } catch {
+                throw StartupError(message: "\(key).jwks_url: \(error)")
             }
-            location = .jwks(url)
         case .discovery:
-            location = .discovery(issuer: provider.issuer)
+            // The issuer names where its discovery document is: `<issuer>/.well-known/openid-configuration`.
+            let issuer = provider.issuer
+            let base = issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer
+            do {
+                location = .discovery(issuer: issuer, document: try FetchURL(parsing: base + "/.well-known/openid-configuration"))
+            } catch {
+                throw StartupError(message: "\(key).issuer (OIDC discovery): \(error)")
+            }
         }
         let settings = JWTProviderSettings(
             name: provider.name, issuer: provider.issuer, audiences: provider.audiences,

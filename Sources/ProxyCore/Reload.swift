@@ -1,9 +1,14 @@
-import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ProxyConfig
 import ProxyTLS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Reload: a complete new `ProxyRuntime` is built and checked off the event loops, then swapped in
 /// with one store. Any failure leaves the running state untouched; it is logged with the file and
@@ -44,7 +49,7 @@ extension ProxyServer {
 
     /// Runs on a thread-pool thread under `reloadLock`.
     private func reloadNow(source: String, _ load: () throws -> ProxyConfiguration) -> Bool {
-        let now = Date()
+        let now = WallTime.now()
         func fail(_ file: String, _ reason: String) -> Bool {
             logger.error(
                 "reload failed; still serving the previous configuration",
@@ -157,8 +162,9 @@ extension ProxyServer {
         return sources
     }
 
-    private static func timestamp(_ date: Date) -> String {
-        ISO8601DateFormatter().string(from: date)
+    /// RFC 3339 to the second, as ISO8601DateFormatter wrote it: `2026-01-02T03:04:05Z`.
+    private static func timestamp(_ time: WallTime) -> String {
+        time.rfc3339
     }
 }
 

@@ -1,5 +1,5 @@
-import Foundation
 import ProxyAuth
+import ProxyTLS
 
 /// The facts of one request as a front learns them, turned into one `RequestRecord` when the exchange
 /// ends. Both fronts own one per request (the HTTP/1.1 handler per request on the connection, the
@@ -12,7 +12,7 @@ struct RequestLog {
 
     init(transport: String, peer: String?) {
         started = .now
-        record = RequestRecord(time: Date(), transport: transport, peer: peer)
+        record = RequestRecord(time: .now(), transport: transport, peer: peer)
     }
 
     mutating func setSignal(_ signal: OTLPSignal) {

@@ -1,5 +1,4 @@
 internal import COpenSSL
-import Foundation
 
 /// Reads the certificates of a PEM bundle (a CA file) for reporting: each one's subject common name
 /// and not-after time, copied out so no OpenSSL handle leaves this function.
@@ -8,7 +7,7 @@ public enum CertificateFile {
     public struct Summary: Sendable, Equatable {
         /// The subject's common name, or nil when it has none (or none that is valid UTF-8).
         public var commonName: String?
-        public var notAfter: Date
+        public var notAfter: WallTime
         /// SHA-256 of the DER encoding, to tell apart certificates without a common name.
         public var sha256Fingerprint: [UInt8]
     }

@@ -1,5 +1,9 @@
 internal import COpenSSL
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The identity fields of a client certificate that passed verification, copied out of OpenSSL
 /// so no C handle crosses threads. Built only from a certificate whose chain verified
@@ -15,12 +19,12 @@ public struct PeerCertificate: Sendable, Equatable {
     public var dnsNames: [String]
     /// SAN uniformResourceIdentifier entries (SPIFFE IDs), in certificate order.
     public var uris: [String]
-    public var notAfter: Date?
+    public var notAfter: WallTime?
     /// SHA-256 of the certificate's DER encoding (32 bytes).
     public var sha256Fingerprint: [UInt8]
 
     public init(
-        subjectCommonName: String?, dnsNames: [String], uris: [String], notAfter: Date?, sha256Fingerprint: [UInt8]
+        subjectCommonName: String?, dnsNames: [String], uris: [String], notAfter: WallTime?, sha256Fingerprint: [UInt8]
     ) {
         self.subjectCommonName = subjectCommonName
         self.dnsNames = dnsNames
@@ -36,7 +40,7 @@ extension PeerCertificate {
         self.init(
             subjectCommonName: Self.commonName(cert),
             dnsNames: [], uris: [],
-            notAfter: asn1TimeToDate(X509_get0_notAfter(cert)),
+            notAfter: asn1TimeToWallTime(X509_get0_notAfter(cert)),
             sha256Fingerprint: Self.fingerprint(cert))
         (dnsNames, uris) = Self.subjectAltNames(cert)
     }
@@ -121,13 +125,13 @@ extension SSLConnection {
     }
 }
 
-/// An ASN1_TIME as a Date, or nil when OpenSSL cannot convert it.
-func asn1TimeToDate(_ time: UnsafePointer<ASN1_TIME>?) -> Date? {
+/// An ASN1_TIME as a wall-clock time, or nil when OpenSSL cannot convert it.
+func asn1TimeToWallTime(_ time: UnsafePointer<ASN1_TIME>?) -> WallTime? {
     guard let time else { return nil }
     var parts = tm()
     guard ASN1_TIME_to_tm(time, &parts) == 1 else {
         OpenSSLErrorQueue.clear()
         return nil
     }
-    return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
+    return WallTime(secondsSince1970: Double(timegm(&parts)))
 }

@@ -1,5 +1,10 @@
 internal import COpenSSL
-import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Owns one `SSL_CTX` configured as a TLS client for the proxy's own outbound HTTPS (JWKS and
 /// OIDC discovery fetches): TLS 1.2 or 1.3, security level 2, and peer verification against

@@ -1,5 +1,10 @@
 internal import COpenSSL
-import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import NIOConcurrencyHelpers
 
 // Mozilla "intermediate" (https://ssl-config.mozilla.org, version 5.7): ECDHE with AEAD only for
@@ -25,7 +30,7 @@ private let securityLevel: Int32 = 2
 public final class TLSServerContext: Sendable {
     public let settings: TLSServerSettings
     /// The leaf certificate's notAfter, or nil if OpenSSL could not convert it.
-    public let certificateNotAfter: Date?
+    public let certificateNotAfter: WallTime?
 
     /// The `SSL_CTX*`. Only read after `init` returns, and OpenSSL allows concurrent `SSL_new`
     /// on a context that is no longer being configured, hence `nonisolated(unsafe)`.
@@ -163,7 +168,7 @@ public final class TLSServerContext: Sendable {
     }
 
     /// Loads the chain and key, checks that they belong together, and returns the leaf's notAfter.
-    private static func loadCertificateAndKey(_ ctx: OpaquePointer, settings: TLSServerSettings) throws(TLSError) -> Date? {
+    private static func loadCertificateAndKey(_ ctx: OpaquePointer, settings: TLSServerSettings) throws(TLSError) -> WallTime? {
         let certPath = settings.certificateChainFile
         let keyPath = settings.privateKeyFile
 
@@ -194,7 +199,7 @@ public final class TLSServerContext: Sendable {
         }
 
         guard let leaf = SSL_CTX_get0_certificate(ctx) else { return nil }
-        return asn1TimeToDate(X509_get0_notAfter(leaf))
+        return asn1TimeToWallTime(X509_get0_notAfter(leaf))
     }
 
     // MARK: - Client certificates
@@ -310,7 +315,7 @@ public final class TLSServerContext: Sendable {
             count += 1
             let issuer = crlIssuer(crl)
             if let nextUpdate = X509_CRL_get0_nextUpdate(crl), X509_cmp_current_time(nextUpdate) <= 0 {
-                let when = asn1TimeToDate(nextUpdate).map { " at \($0)" } ?? ""
+                let when = asn1TimeToWallTime(nextUpdate).map { " at \($0)" } ?? ""
                 throw TLSError(
                     kind: .invalidTrustStore,
                     description: "tls.crl_file \(path): CRL #\(count) (issuer \(issuer)) expired\(when) (nextUpdate); install a current CRL")

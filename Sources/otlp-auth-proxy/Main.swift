@@ -1,5 +1,3 @@
-import ArgumentParser
-import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -9,23 +7,54 @@ import ProxySink
 import ServiceLifecycle
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The executable: parses the command line (`CommandLineInterface`, in ProxyCore so it is tested
+/// there), runs the command, and exits with its status: 0, 1 for a failure the command reported,
+/// 64 for a usage error.
 @main
-struct OTLPAuthProxyCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "otlp-auth-proxy",
-        abstract: "A TLS-terminating authentication proxy for OpenTelemetry (OTLP) receivers.",
-        subcommands: [RunCommand.self, ValidateCommand.self, SinkCommand.self])
+enum OTLPAuthProxyCommand {
+    static func main() async {
+        switch CommandLineInterface.parse(Array(CommandLine.arguments.dropFirst())) {
+        case .help(let text):
+            LogOutput.standardOutput(text)
+            exit(0)
+        case .usageError(let text):
+            printError(text)
+            exit(CommandLineInterface.usageExitCode)
+        case .command(let command):
+            do {
+                switch command {
+                case .run(let config, let threads):
+                    try await RunCommand(config: config, threads: threads ?? System.coreCount).run()
+                case .validate(let config):
+                    try await ValidateCommand(config: config).run()
+                case .sink(let listen, let grpcListen):
+                    try await SinkCommand(listen: listen, grpcListen: grpcListen).run()
+                }
+            } catch let failure as CommandFailure {
+                exit(failure.status)
+            } catch {
+                printError("Error: \(error)")
+                exit(1)
+            }
+            exit(0)
+        }
+    }
 }
 
-struct RunCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run", abstract: "Serve OTLP over TLS and forward authenticated traffic to the receiver.")
+/// A command that has already said what went wrong on stderr and ends with `status`.
+struct CommandFailure: Error {
+    var status: Int32 = 1
+}
 
-    @Option(name: .long, help: "The YAML configuration file.")
+struct RunCommand {
     var config: String
-
-    @Option(name: .long, help: "Event loop threads (default: one per core).")
-    var threads: Int = System.coreCount
+    var threads: Int
 
     func run() async throws {
         let configuration = try loadConfiguration(config)
@@ -39,7 +68,7 @@ struct RunCommand: AsyncParsableCommand {
             runtime = try ProxyRuntime(configuration: configuration)
         } catch {
             printError("otlp-auth-proxy: cannot start: \(error)")
-            throw ExitCode(1)
+            throw CommandFailure()
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let server: ProxyServer
@@ -47,7 +76,7 @@ struct RunCommand: AsyncParsableCommand {
             server = try ProxyServer(runtime: runtime, group: group, logger: logger, metrics: metrics)
         } catch {
             printError("otlp-auth-proxy: cannot start: \(error)")
-            throw ExitCode(1)
+            throw CommandFailure()
         }
         let admin = configuration.admin.endpoint.map { endpoint in
             AdminServer(
@@ -86,18 +115,13 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             printError("otlp-auth-proxy: \(error)")
             try? await group.shutdownGracefully()
-            throw ExitCode(1)
+            throw CommandFailure()
         }
         try? await group.shutdownGracefully()
     }
 }
 
-struct ValidateCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "validate",
-        abstract: "Check a configuration file and the files it names, then exit (non-zero on problems).")
-
-    @Option(name: .long, help: "The YAML configuration file.")
+struct ValidateCommand {
     var config: String
 
     func run() async throws {
@@ -106,37 +130,30 @@ struct ValidateCommand: AsyncParsableCommand {
             _ = try ProxyRuntime(configuration: configuration)
         } catch {
             printError("\(config): \(error)")
-            throw ExitCode(1)
+            throw CommandFailure()
         }
-        print("configuration OK: \(config)")
+        LogOutput.standardOutput("configuration OK: \(config)")
     }
 }
 
-struct SinkCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "sink",
-        abstract: "Run a small OTLP receiver that counts what it gets per tenant (GET /stats), for demos and tests.")
-
-    @Option(name: .long, help: "Address to listen on for OTLP/HTTP (plaintext).")
-    var listen: String = "127.0.0.1:14318"
-
-    @Option(name: .customLong("grpc-listen"), help: "Address to listen on for OTLP/gRPC (plaintext h2c).")
-    var grpcListen: String = "127.0.0.1:14317"
+struct SinkCommand {
+    var listen: String
+    var grpcListen: String
 
     func run() async throws {
         bootstrapLogging(level: "info", format: .logfmt)
         let logger = Logger(label: "otlp-auth-proxy.sink")
         guard let endpoint = Endpoint.parse(listen) else {
             printError("sink: --listen \(listen): expected host:port, e.g. 127.0.0.1:14318")
-            throw ExitCode(1)
+            throw CommandFailure()
         }
         guard let grpcEndpoint = Endpoint.parse(grpcListen) else {
             printError("sink: --grpc-listen \(grpcListen): expected host:port, e.g. 127.0.0.1:14317")
-            throw ExitCode(1)
+            throw CommandFailure()
         }
         guard grpcEndpoint.host == endpoint.host else {
             printError("sink: --grpc-listen \(grpcListen): must use the same host as --listen (\(endpoint.host))")
-            throw ExitCode(1)
+            throw CommandFailure()
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let sink = OTLPSink(host: endpoint.host, port: endpoint.port, grpcPort: grpcEndpoint.port,
@@ -175,7 +192,7 @@ func loadConfiguration(_ path: String) throws -> ProxyConfiguration {
         return try ProxyConfiguration.load(file: path)
     } catch {
         printError("\(error)")
-        throw ExitCode(1)
+        throw CommandFailure()
     }
 }
 
@@ -188,10 +205,10 @@ func bootstrapLogging(level: String, format: ProxyConfiguration.Log.Format) {
 }
 
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
+    LogOutput.standardError(message)
 }
 
 /// The one line on stdout that scripts and tests wait for.
 func printReady(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    LogOutput.standardOutput(line)
 }

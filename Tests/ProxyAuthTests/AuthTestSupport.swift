@@ -25,7 +25,7 @@ extension Authenticator {
 
     /// The final result; `.refetchKeys` is reported as `invalidJWT(.unknownKeyID)`.
     func authenticate(
-        authorization: [String], certificate: PeerCertificate? = nil, signal: AuthSignal = .traces, now: Date = Date()
+        authorization: [String], certificate: PeerCertificate? = nil, signal: AuthSignal = .traces, now: WallTime = .now()
     ) -> Result<AuthDecision, AuthFailure> {
         let credentials = RequestCredentials(peerCertificate: certificate, authorization: authorization, signal: signal)
         switch authenticate(credentials, now: now) {

@@ -8,7 +8,7 @@ import ProxyTLS
 /// HS256 tokens are signed by the `openssl` CLI (JWTMint), an ES256 key comes from JWTTestKeys.
 final class AuthenticatorJWTTests: XCTestCase {
     static let issuer = "https://idp.example.com/"
-    static let now = Date(timeIntervalSince1970: 1_800_000_000)
+    static let now = WallTime(secondsSince1970: 1_800_000_000)
     static let secret = Array("0123456789abcdef0123456789abcdef-test-secret".utf8)
 
     private func settings(
@@ -31,7 +31,7 @@ final class AuthenticatorJWTTests: XCTestCase {
     ) throws -> String {
         var claims: [String: Any] = [
             "iss": Self.issuer, "aud": "otlp-ingest", "sub": sub,
-            "exp": Int(Self.now.timeIntervalSince1970) + 300, "iat": Int(Self.now.timeIntervalSince1970) - 5,
+            "exp": Int(Self.now.secondsSince1970) + 300, "iat": Int(Self.now.secondsSince1970) - 5,
         ]
         if let tenant { claims["org"] = ["tenant": tenant] }
         claims.merge(extra) { $1 }
@@ -83,7 +83,7 @@ final class AuthenticatorJWTTests: XCTestCase {
         XCTAssertEqual(
             authenticator.authenticate(authorization: ["Bearer \(forged)"], certificate: AuthenticatorTests.spiffeCert, now: Self.now),
             .failure(.invalidJWT(.badSignature)))
-        let expired = try token(extra: ["exp": Int(Self.now.timeIntervalSince1970) - 3600])
+        let expired = try token(extra: ["exp": Int(Self.now.secondsSince1970) - 3600])
         XCTAssertEqual(
             authenticator.authenticate(authorization: ["Bearer \(expired)"], certificate: AuthenticatorTests.spiffeCert, now: Self.now),
             .failure(.invalidJWT(.expired)))
@@ -141,7 +141,7 @@ final class AuthenticatorJWTTests: XCTestCase {
         let provider = try JWTProvider(settings: settings(algorithms: [.ES256], hmacSecret: nil), keys: jwks)
         let authenticator = Authenticator.make(jwt: JWTAuthenticator(providers: [provider]), defaultTenant: "d")
         let claims = JWTMint.json([
-            "iss": Self.issuer, "aud": "otlp-ingest", "sub": "svc", "exp": Int(Self.now.timeIntervalSince1970) + 300,
+            "iss": Self.issuer, "aud": "otlp-ingest", "sub": "svc", "exp": Int(Self.now.secondsSince1970) + 300,
         ])
         let rotated = try JWTMint.token(
             header: JWTMint.json(["alg": "ES256", "kid": "new"]), claims: claims, algorithm: "ES256", signer: .key(keys.ec256))
@@ -152,7 +152,7 @@ final class AuthenticatorJWTTests: XCTestCase {
         XCTAssertTrue(asked === provider)
         // Within the refetch interval the next unknown kid is refused without another fetch.
         guard case .decided(.failure(.invalidJWT(.unknownKeyID))) = authenticator.authenticate(
-            credentials, now: Self.now.addingTimeInterval(5)) else {
+            credentials, now: Self.now.adding(seconds: 5)) else {
             return XCTFail("a second refetch within the interval must not be asked for")
         }
         // After the fetch brought the new key, the same token verifies.
@@ -169,7 +169,7 @@ final class AuthenticatorJWTTests: XCTestCase {
         let authenticator = Authenticator.make(jwt: JWTAuthenticator(providers: [provider]))
         let keys = try JWTTestKeys.load()
         let claims = JWTMint.json([
-            "iss": Self.issuer, "aud": "otlp-ingest", "sub": "svc", "exp": Int(Self.now.timeIntervalSince1970) + 300,
+            "iss": Self.issuer, "aud": "otlp-ingest", "sub": "svc", "exp": Int(Self.now.secondsSince1970) + 300,
         ])
         let signed = try JWTMint.token(
             header: JWTMint.json(["alg": "ES256", "kid": "k"]), claims: claims, algorithm: "ES256", signer: .key(keys.ec256))

@@ -61,17 +61,17 @@ final class BasicCredentialsTests: XCTestCase {
         let authenticator = Authenticator.make(basic: file, defaultTenant: "shared")
         let credentials = RequestCredentials(
             peerCertificate: nil, authorization: ["Basic " + encode("bob:secret")], signal: .logs)
-        guard case .offload(let work) = authenticator.authenticate(credentials, now: Date()) else {
+        guard case .offload(let work) = authenticator.authenticate(credentials, now: .now()) else {
             return XCTFail("the first verification must be offloaded: it hashes")
         }
         XCTAssertEqual(try work().get().principal.name, "user:bob")
-        guard case .decided(.success(let decision)) = authenticator.authenticate(credentials, now: Date()) else {
+        guard case .decided(.success(let decision)) = authenticator.authenticate(credentials, now: .now()) else {
             return XCTFail("a cached success must be decided without hashing")
         }
         XCTAssertEqual(decision.tenant, "shared")
         // A wrong password is never served from the cache, and is offloaded (it hashes) every time.
         let wrong = RequestCredentials(peerCertificate: nil, authorization: ["Basic " + encode("bob:wrong")], signal: .logs)
-        guard case .offload(let failing) = authenticator.authenticate(wrong, now: Date()) else {
+        guard case .offload(let failing) = authenticator.authenticate(wrong, now: .now()) else {
             return XCTFail("a wrong password must be hashed")
         }
         XCTAssertEqual(failing(), .failure(.wrongPassword))

@@ -132,7 +132,7 @@ final class HtpasswdTests: XCTestCase {
 
     func testVerify_RightWrongUnknown() throws {
         let file = try load(Self.fixtureFile)
-        let now = Date()
+        let now = ContinuousClock.now
         XCTAssertEqual(file.check(user: "bob", password: "secret", now: now), .success)
         XCTAssertEqual(file.check(user: "bob", password: "Secret", now: now), .wrongPassword)
         XCTAssertEqual(file.check(user: "bob", password: "", now: now), .wrongPassword)
@@ -166,7 +166,7 @@ final class HtpasswdTests: XCTestCase {
             }
             return samples.sorted()[10]
         }
-        let now = Date()
+        let now = ContinuousClock.now
         let wrong = median { XCTAssertEqual(file.check(user: "known", password: "wrong-password", now: now), .wrongPassword) }
         let unknown = median { XCTAssertEqual(file.check(user: "nobody", password: "wrong-password", now: now), .unknownUser) }
         XCTAssertLessThan(unknown, wrong * 2, "unknown \(unknown) ns vs wrong \(wrong) ns")
@@ -198,24 +198,24 @@ final class HtpasswdTests: XCTestCase {
 
     func testCache_OnlyExactSuccessfulCredentials_ExpiresAfterFiveMinutes() throws {
         let file = try load(Self.fixtureFile)
-        let now = Date()
+        let now = ContinuousClock.now
         XCTAssertFalse(file.isCached(user: "bob", password: "secret", now: now))
         XCTAssertEqual(file.check(user: "bob", password: "wrong", now: now), .wrongPassword)
         XCTAssertFalse(file.isCached(user: "bob", password: "wrong", now: now))
         XCTAssertEqual(file.check(user: "bob", password: "secret", now: now), .success)
-        XCTAssertTrue(file.isCached(user: "bob", password: "secret", now: now.addingTimeInterval(299)))
+        XCTAssertTrue(file.isCached(user: "bob", password: "secret", now: now + .seconds(299)))
         XCTAssertFalse(file.isCached(user: "bob", password: "secret ", now: now))
         XCTAssertFalse(file.isCached(user: "bo", password: "bsecret", now: now))  // the separator counts
-        XCTAssertFalse(file.isCached(user: "bob", password: "secret", now: now.addingTimeInterval(301)))
+        XCTAssertFalse(file.isCached(user: "bob", password: "secret", now: now + .seconds(301)))
         // A reloaded file starts with an empty cache.
         XCTAssertFalse(try load(Self.fixtureFile).isCached(user: "bob", password: "secret", now: now))
     }
 
     func testCache_Bounded() {
         let cache = SuccessCache()
-        let now = Date()
+        let now = ContinuousClock.now
         for index in 0..<(HtpasswdFile.cacheCapacity + 10) {
-            cache.insert(Digest.sha256(Array("key-\(index)".utf8)), expiry: now.addingTimeInterval(300 + Double(index)))
+            cache.insert(Digest.sha256(Array("key-\(index)".utf8)), expiry: now + .seconds(300 + index))
         }
         XCTAssertLessThanOrEqual(cache.count, HtpasswdFile.cacheCapacity)
         // The newest entries survive.

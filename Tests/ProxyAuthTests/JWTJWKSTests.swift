@@ -125,11 +125,11 @@ final class JWTJWKSTests: XCTestCase {
 
     func testCache_BoundedEvictsOldest() {
         var cache = VerifiedTokenCache(capacity: 3)
-        let later = Date(timeIntervalSince1970: 2_000_000_000)
+        let later = WallTime(secondsSince1970: 2_000_000_000)
         func identity(_ name: String) -> JWTIdentity {
             JWTIdentity(issuer: "i", principal: name, tenant: nil, headers: [], expiresAt: later)
         }
-        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let now = WallTime(secondsSince1970: 1_800_000_000)
         for index in 0..<5 { cache.insert([UInt8(index)], identity("p\(index)")) }
         XCTAssertEqual(cache.count, 3)
         XCTAssertNil(cache.lookup([0], now: now))

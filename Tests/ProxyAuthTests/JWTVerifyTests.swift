@@ -9,8 +9,8 @@ final class JWTVerifyTests: XCTestCase {
     static let issuer = "https://idp.example.com/"
     static let audience = "otlp-ingest"
     /// A fixed clock: verification never reads the real one.
-    static let now = Date(timeIntervalSince1970: 1_800_000_000)
-    static var nowSeconds: Int { Int(now.timeIntervalSince1970) }
+    static let now = WallTime(secondsSince1970: 1_800_000_000)
+    static var nowSeconds: Int { Int(now.secondsSince1970) }
 
     var keys: JWTTestKeys!
 
@@ -77,7 +77,7 @@ final class JWTVerifyTests: XCTestCase {
         try JWTMint.token(header: header ?? self.header("ES256"), claims: claims ?? self.claims(), algorithm: "ES256", signer: .key(keys.ec256))
     }
 
-    func verify(_ token: String, _ provider: JWTProvider? = nil, at now: Date = JWTVerifyTests.now) throws -> Result<JWTIdentity, JWTFailure> {
+    func verify(_ token: String, _ provider: JWTProvider? = nil, at now: WallTime = JWTVerifyTests.now) throws -> Result<JWTIdentity, JWTFailure> {
         try (provider ?? self.provider()).verify(token: token, now: now)
     }
 
@@ -97,7 +97,7 @@ final class JWTVerifyTests: XCTestCase {
         XCTAssertEqual(identity.qualifiedName, "jwt:https://idp.example.com/#collector-1")
         XCTAssertNil(identity.tenant)
         XCTAssertEqual(identity.headers.count, 0)
-        XCTAssertEqual(identity.expiresAt, Date(timeIntervalSince1970: Double(Self.nowSeconds + 300)))
+        XCTAssertEqual(identity.expiresAt, WallTime(secondsSince1970: Double(Self.nowSeconds + 300)))
     }
 
     func testVerify_EveryAsymmetricAlgorithm_Verifies() throws {
@@ -402,15 +402,15 @@ final class JWTVerifyTests: XCTestCase {
 
     func testRefetch_RateLimited() throws {
         let provider = try JWTProvider(settings: settings(), keys: nil)
-        let t0 = Self.now
+        let t0 = ContinuousClock.now
         XCTAssertTrue(provider.claimRefetch(now: t0))
         XCTAssertFalse(provider.claimRefetch(now: t0))
-        XCTAssertFalse(provider.claimRefetch(now: t0.addingTimeInterval(1)))
-        XCTAssertFalse(provider.claimRefetch(now: t0.addingTimeInterval(29.9)))
-        XCTAssertTrue(provider.claimRefetch(now: t0.addingTimeInterval(30)))
-        XCTAssertFalse(provider.claimRefetch(now: t0.addingTimeInterval(45)))
+        XCTAssertFalse(provider.claimRefetch(now: t0 + .seconds(1)))
+        XCTAssertFalse(provider.claimRefetch(now: t0 + .milliseconds(29_900)))
+        XCTAssertTrue(provider.claimRefetch(now: t0 + .seconds(30)))
+        XCTAssertFalse(provider.claimRefetch(now: t0 + .seconds(45)))
         // A flood of unknown kids within one period claims exactly one refetch.
-        let flood = (0..<1000).filter { provider.claimRefetch(now: t0.addingTimeInterval(60 + Double($0) * 0.01)) }
+        let flood = (0..<1000).filter { provider.claimRefetch(now: t0 + .milliseconds(60_000 + $0 * 10)) }
         XCTAssertEqual(flood.count, 1)
     }
 
@@ -483,10 +483,10 @@ final class JWTVerifyTests: XCTestCase {
         XCTAssertEqual(provider.cachedTokenCount, 1)
         // At exp the cache no longer answers; full verification applies the skew and still accepts,
         // but does not cache a token that is already past exp.
-        XCTAssertNoThrow(try verify(token, provider, at: Self.now.addingTimeInterval(300)).get())
+        XCTAssertNoThrow(try verify(token, provider, at: Self.now.adding(seconds: 300)).get())
         XCTAssertEqual(provider.cacheHits, 0)
         XCTAssertEqual(provider.cachedTokenCount, 0)
-        XCTAssertFailure(try verify(token, provider, at: Self.now.addingTimeInterval(360)), .expired)
+        XCTAssertFailure(try verify(token, provider, at: Self.now.adding(seconds: 360)), .expired)
     }
 
     func testCache_ReplaceKeysClearsCache() throws {

@@ -207,6 +207,16 @@ final class LimitsTests: XCTestCase {
         XCTAssertEqual(alone.bytes(1), any.bytes(2).flatMap { try? WireMessage($0).bytes(1) })
     }
 
+    func testBinaryHeaderValue_IsBase64WithoutPadding_EveryTailLength() {
+        for count in 0...10 {
+            let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 * 97 + 251) }
+            var expected = Data(bytes).base64EncodedString()
+            while expected.hasSuffix("=") { expected.removeLast() }
+            XCTAssertEqual(LocalReply.binaryHeaderValue(bytes), expected, "\(count) bytes")
+        }
+        XCTAssertEqual(LocalReply.binaryHeaderValue([0xFB, 0xFF, 0xBF]), "+/+/")
+    }
+
     func testOverloadedReply_503RetryAfter_GRPCUnavailable() {
         let reply = LocalReply.overloaded
         XCTAssertEqual(reply.status, .serviceUnavailable)

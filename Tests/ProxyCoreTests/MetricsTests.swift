@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import ProxyAuth
+import ProxyTLS
 import XCTest
 
 @testable import ProxyCore
@@ -40,7 +41,7 @@ func sample(_ exposition: String, _ name: String, _ labels: [String: String] = [
 final class MetricsTests: XCTestCase {
     private func record(outcome: String = "forwarded", tenant: String? = "team-a") -> RequestRecord {
         RequestRecord(
-            time: Date(timeIntervalSince1970: 1_700_000_000.25), transport: "grpc", signal: "traces", tenant: tenant,
+            time: WallTime(secondsSince1970: 1_700_000_000.25), transport: "grpc", signal: "traces", tenant: tenant,
             principal: "token:ci-runner", status: 200, grpcStatus: 0, authResult: "ok", outcome: outcome,
             bytesIn: 120, bytesOut: 5, duration: .milliseconds(30), peer: "127.0.0.1:50000")
     }
@@ -73,8 +74,8 @@ final class MetricsTests: XCTestCase {
     func testReloads_CountedByResult_LastSuccessTime() {
         let metrics = ProxyMetrics()
         XCTAssertEqual(sample(metrics.exposition(), "otlp_auth_proxy_reloads_total", ["result": "failure"]), 0)
-        metrics.reloaded(success: false, at: Date(timeIntervalSince1970: 10))
-        metrics.reloaded(success: true, at: Date(timeIntervalSince1970: 2_000_000_000))
+        metrics.reloaded(success: false, at: WallTime(secondsSince1970: 10))
+        metrics.reloaded(success: true, at: WallTime(secondsSince1970: 2_000_000_000))
         let text = metrics.exposition()
         XCTAssertEqual(sample(text, "otlp_auth_proxy_reloads_total", ["result": "failure"]), 1)
         XCTAssertEqual(sample(text, "otlp_auth_proxy_reloads_total", ["result": "success"]), 1)
@@ -83,8 +84,8 @@ final class MetricsTests: XCTestCase {
 
     func testCertificatesLoaded_ReplacesTheSet() {
         let metrics = ProxyMetrics()
-        metrics.certificatesLoaded([("server", Date(timeIntervalSince1970: 100)), ("client_ca:old", Date(timeIntervalSince1970: 200))])
-        metrics.certificatesLoaded([("server", Date(timeIntervalSince1970: 300))])
+        metrics.certificatesLoaded([("server", WallTime(secondsSince1970: 100)), ("client_ca:old", WallTime(secondsSince1970: 200))])
+        metrics.certificatesLoaded([("server", WallTime(secondsSince1970: 300))])
         let text = metrics.exposition()
         XCTAssertEqual(sample(text, "otlp_auth_proxy_certificate_not_after_timestamp_seconds", ["certificate": "server"]), 300)
         XCTAssertNil(sample(text, "otlp_auth_proxy_certificate_not_after_timestamp_seconds", ["certificate": "client_ca:old"]))
@@ -136,7 +137,7 @@ final class MetricsTests: XCTestCase {
 
 final class AccessLogTests: XCTestCase {
     private let record = RequestRecord(
-        time: Date(timeIntervalSince1970: 1_700_000_000.25), transport: "http/1.1", signal: "logs", tenant: "team \"a\"",
+        time: WallTime(secondsSince1970: 1_700_000_000.25), transport: "http/1.1", signal: "logs", tenant: "team \"a\"",
         principal: "user:alice\nforged=1", status: 401, authResult: "failure", authReason: "wrong_password",
         outcome: "refused", bytesIn: 10, bytesOut: 42, duration: .microseconds(1500), peer: "[::1]:4000")
 

@@ -112,7 +112,7 @@ final class ClientCertificateSClientTests: XCTestCase {
         XCTAssertEqual(peer.subjectCommonName, "collector-1")
         XCTAssertEqual(peer.uris, ["spiffe://prod.example/ns/otel/sa/collector"])
         XCTAssertEqual(peer.dnsNames, ["collector-1.clients.example.com", "alt.clients.example.com"])
-        let days = try XCTUnwrap(peer.notAfter).timeIntervalSinceNow / 86_400
+        let days = try XCTUnwrap(peer.notAfter).seconds(since: .now()) / 86_400
         XCTAssertGreaterThan(days, 29.9)
         XCTAssertLessThan(days, 30.1)
         XCTAssertEqual(peer.sha256Fingerprint.count, 32)

@@ -39,7 +39,7 @@ final class TLSServerContextTests: XCTestCase {
             settings: TLSServerSettings(certificateChainFile: certs.rsaChain, privateKeyFile: certs.rsaKey))
         let notAfter = try XCTUnwrap(context.certificateNotAfter)
         // The fixtures are issued for 30 days from now.
-        let days = notAfter.timeIntervalSinceNow / 86_400
+        let days = notAfter.seconds(since: .now()) / 86_400
         XCTAssertGreaterThan(days, 29.9)
         XCTAssertLessThan(days, 30.1)
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -46,6 +47,43 @@ def test_validate_reports_every_problem_in_one_pass(binary, certs, tokens_file, 
     result = validate(binary, config)
     assert result.returncode == 1
     assert "  - upstream.http:" in result.stderr and "  - tls.bogus:" in result.stderr, result.stderr
+
+
+def test_validate_jwks_url_with_password_exit_1_names_key_hides_password(binary, certs, tokens_file, tmp_path):
+    config = write_proxy_config(tmp_path, certs=certs, upstream_port=14318, tokens_file=tokens_file)
+    provider = ('{ name: idp, issuer: "https://idp.example.com/", audiences: [otlp], algorithms: [ES256], '
+                'jwks_url: "https://reader:hunter2-secret@idp.example.com/jwks.json" }')
+    text, count = re.subn(r"auth: \{ bearer: (\{[^}]*\}) \}",
+                          lambda m: f"auth: {{ bearer: {m.group(1)}, jwt: {{ providers: [{provider}] }} }}", config.read_text())
+    assert count == 1
+    config.write_text(text)
+    result = validate(binary, config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "auth.jwt.providers[0].jwks_url" in result.stderr, result.stderr
+    assert "user information" in result.stderr, result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout
+    assert "configuration OK" not in result.stdout
+
+
+def test_help_and_usage_errors(binary):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=30)
+
+    for args in ([], ["--help"], ["help"]):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("OVERVIEW: A TLS-terminating authentication proxy"), result.stdout
+        assert "  validate " in result.stdout and result.stderr == ""
+    result = run("run", "-h")
+    assert result.returncode == 0 and "--threads <n>" in result.stdout, result.stdout
+    result = run("run", "--config", "proxy.yaml", "--threads", "many")
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert result.stderr.startswith("Error: The value 'many' is invalid for '--threads <n>'"), result.stderr
+    assert result.stdout == ""
+    result = run("sink", "--listen")
+    assert result.returncode == 64 and "Missing value for '--listen <host:port>'" in result.stderr, result.stderr
+    result = run("serve")
+    assert result.returncode == 64 and "Unknown subcommand 'serve'" in result.stderr, result.stderr
 
 
 def test_run_missing_certificate_exits_nonzero_naming_key(binary, certs, tokens_file, tmp_path):

@@ -230,7 +230,7 @@ def slope_mib_per_min(samples: list[tuple[float, int]]) -> float:
 
 def main() -> int:
     if not os.access(binary(), os.X_OK):
-        print(f"soak: {binary()} not found: run `swift build -c release` (make soak does)", file=sys.stderr)
+        print(f"soak: {binary()} not found: run `swift build -c release --static-swift-stdlib` (make soak does)", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="otlp-soak-"))
     certs, secrets_ = write_files(workdir)

@@ -4,9 +4,10 @@
 import Foundation
 import FuzzSupport
 import ProxyAuth
+import ProxyTLS
 
 enum Fixture {
-    static let now = Date(timeIntervalSince1970: 1_750_000_000)
+    static let now = WallTime(secondsSince1970: 1_750_000_000)
     /// Test-only token whose SHA-256 is in the table; also in the seed corpus.
     static let token = "fuzz-bearer-token-0123456789abcdef"
     static let tokens = BearerTokenTable(entries: [

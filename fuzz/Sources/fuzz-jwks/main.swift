@@ -3,9 +3,10 @@
 import Foundation
 import FuzzSupport
 import ProxyAuth
+import ProxyTLS
 
 enum Fixture {
-    static let now = Date(timeIntervalSince1970: 1_750_000_000)
+    static let now = WallTime(secondsSince1970: 1_750_000_000)
     static let settings = JWTProviderSettings(
         name: "jwks", issuer: "https://issuer.fuzz.test", audiences: ["otlp"],
         algorithms: [.RS256, .RS384, .RS512, .PS256, .PS384, .PS512, .ES256, .ES384, .ES512, .EdDSA])

@@ -5,10 +5,12 @@
 import Foundation
 import FuzzSupport
 import ProxyAuth
+import ProxyTLS
 
 enum Fixture {
     /// After the seed tokens' `iat` and before their `exp`.
-    static let now = Date(timeIntervalSince1970: 1_750_000_000)
+    static let now = WallTime(secondsSince1970: 1_750_000_000)
+    static let uptime = ContinuousClock.now
     static let keys: JWKSet = {
         do { return try JWKSet.parse(Array(FixedKeys.jwks.utf8)) } catch { fatalError("fixed JWKS: \(error)") }
     }()
@@ -39,7 +41,7 @@ runFuzzer { data, count in
         _ = verified.identity.qualifiedName
     case .failure(let failure):
         _ = failure.reason
-        _ = authenticator.provider(forToken: token)?.claimRefetch(now: Fixture.now)
+        _ = authenticator.provider(forToken: token)?.claimRefetch(now: Fixture.uptime)
     }
     // Each provider on its own, as a single-issuer configuration uses it.
     _ = jwks.verify(token: token, now: Fixture.now)
