@@ -35,10 +35,12 @@ let package = Package(
         // glibc's malloc.h (malloc_trim) for ProxyCore; part of libc, so no package and nothing to link.
         .systemLibrary(name: "CMalloc"),
 
+        // The C library's files, environment and wall clock, for the modules above (no Foundation).
+        .target(name: "ProxySystem"),
         .target(
             name: "ProxyTLS",
             dependencies: [
-                "COpenSSL",
+                "COpenSSL", "ProxySystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
@@ -50,12 +52,12 @@ let package = Package(
             dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "ProxyAuth",
-            dependencies: ["ProxyTLS", "ProxyJSON", "ProxyYAML", "CCrypt"]),
-        .target(name: "ProxyConfig", dependencies: ["ProxyYAML"]),
+            dependencies: ["ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyYAML", "CCrypt"]),
+        .target(name: "ProxyConfig", dependencies: ["ProxySystem", "ProxyYAML"]),
         .target(
             name: "ProxyCore",
             dependencies: [
-                "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig", "CMalloc",
+                "ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig", "CMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -93,6 +95,7 @@ let package = Package(
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
         .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
+        .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(
             name: "ProxyHTTP2Tests",
             dependencies: ["ProxyHTTP2", .product(name: "NIOCore", package: "swift-nio")]),

@@ -1,4 +1,5 @@
 import ProxyTLS
+import ProxySystem
 
 /// Everything a request carries that can identify its sender. Built by the protocol layer per request.
 public struct RequestCredentials: Sendable {

@@ -1,10 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ProxyTLS
 import ProxyYAML
+import ProxySystem
 
 /// One entry of the tokens file: the SHA-256 of a token, who presents it, the tenant it writes to and
 /// optionally the signals it may send.
@@ -63,9 +59,18 @@ public struct BearerTokenTable: Sendable {
     /// ```
     public static func load(file path: String) throws(AuthConfigurationError) -> BearerTokenTable {
         let bytes: [UInt8]
-        switch readTokensFile(path, limit: YAML.defaultMaximumBytes) {
-        case .success(let contents): bytes = contents
-        case .failure(let problem): throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(problem.reason)"])
+        do {
+            bytes = try SystemFile.read(path, maxBytes: YAML.defaultMaximumBytes)
+        } catch {
+            let reason: String
+            switch error.kind {
+            case .notFound: reason = "no such file"
+            case .permissionDenied: reason = "permission denied; make it readable by the user the proxy runs as"
+            case .isDirectory: reason = "it is a directory"
+            case .tooLarge(let limit): reason = "it is larger than \(limit / (1024 * 1024)) MiB"
+            case .other: reason = error.reason
+            }
+            throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(reason)"])
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw AuthConfigurationError(file: path, problems: ["cannot read the file: it is not UTF-8 text; save it as UTF-8"])
@@ -194,40 +199,6 @@ public struct BearerTokenTable: Sendable {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): return digit - UInt8(ascii: "A") + 10
         default: return nil
         }
-    }
-
-    /// Why a tokens file could not be read.
-    struct ReadProblem: Error {
-        var reason: String
-    }
-
-    /// The whole file through the C library (this module does not use Foundation), refusing files
-    /// longer than `limit` and directories.
-    static func readTokensFile(_ path: String, limit: Int) -> Result<[UInt8], ReadProblem> {
-        func failure(_ code: Int32) -> Result<[UInt8], ReadProblem> {
-            switch code {
-            case ENOENT, ENOTDIR: return .failure(ReadProblem(reason: "no such file"))
-            case EACCES, EPERM: return .failure(ReadProblem(reason: "permission denied; make it readable by the user the proxy runs as"))
-            default: return .failure(ReadProblem(reason: String(cString: strerror(code))))
-            }
-        }
-        var status = stat()
-        guard stat(path, &status) == 0 else { return failure(errno) }
-        if (status.st_mode & S_IFMT) == S_IFDIR { return .failure(ReadProblem(reason: "it is a directory")) }
-        guard let file = fopen(path, "rb") else { return failure(errno) }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(min(Int(status.st_size), limit) + 1)
-        while true {
-            let next = getc(file)
-            if next == EOF { break }
-            guard bytes.count < limit else {
-                return .failure(ReadProblem(reason: "it is larger than \(limit / (1024 * 1024)) MiB"))
-            }
-            bytes.append(UInt8(truncatingIfNeeded: next))
-        }
-        if ferror(file) != 0 { return failure(errno) }
-        return .success(bytes)
     }
 }
 

@@ -1,6 +1,7 @@
 internal import CCrypt
 import NIOConcurrencyHelpers
 import ProxyTLS
+import ProxySystem
 
 /// The users of `auth.basic.htpasswd_file` and their password hashes, verified with the system's
 /// libcrypt (libxcrypt). Immutable after loading; reload builds a new file (and so a new cache).

@@ -1,4 +1,5 @@
 import ProxyTLS
+import ProxySystem
 
 /// One `auth.jwt.providers` entry, as the lead builds it from the configuration.
 ///

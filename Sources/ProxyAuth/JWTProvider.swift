@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import ProxyJSON
 import ProxyTLS
+import ProxySystem
 
 /// Verifies JWTs for one issuer: the checks of RFC 7519 / RFC 8725 in a fixed order, with the
 /// current keys and a cache of tokens that already passed.

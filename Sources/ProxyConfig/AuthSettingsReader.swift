@@ -1,3 +1,4 @@
+import ProxySystem
 import ProxyYAML
 
 /// Reading and checking of the authentication keys: `tls` client certificates, `auth` and its
@@ -608,7 +609,7 @@ extension ConfigurationReader {
     /// It is read here only to check that; its contents are neither kept nor shown. Whether it exists
     /// and is readable is checked where it is used (like every file the configuration names).
     static func secretFileProblem(_ path: String) -> String? {
-        guard case .success(let data) = FileSystem.read(path, limit: 1024 * 1024) else { return nil }
+        guard let data = try? SystemFile.read(path, maxBytes: 1024 * 1024) else { return nil }
         var length = data.count
         if data.last == UInt8(ascii: "\n") {
             length -= 1
@@ -627,7 +628,7 @@ extension ConfigurationReader {
         else {
             return "\(quote(name)) is not an environment variable name; use letters, digits and _ (e.g. OTLP_JWT_SECRET)"
         }
-        guard let value = FileSystem.environment(name) else {
+        guard let value = ProcessEnvironment.value(name) else {
             return "the environment variable \(name) is not set; set it to a secret of at least "
                 + "\(Provider.minimumHMACSecretBytes) bytes (e.g. `export \(name)=$(openssl rand -hex 32)`)"
         }

@@ -1,3 +1,4 @@
+import ProxySystem
 import ProxyYAML
 
 extension ProxyConfiguration {
@@ -10,24 +11,26 @@ extension ProxyConfiguration {
         guard !path.isEmpty else {
             throw fail("no configuration file given: pass the path of a YAML file, e.g. /etc/otlp-auth-proxy/proxy.yaml")
         }
-        let currentDirectory = FileSystem.currentDirectory
+        let currentDirectory = ProcessEnvironment.currentDirectory
         let absolute = Paths.absolute(path, relativeTo: currentDirectory)
         let bytes: [UInt8]
-        switch FileSystem.read(absolute, limit: YAML.defaultMaximumBytes) {
-        case .success(let contents):
-            bytes = contents
-        case .failure(.notFound):
-            throw fail("cannot read \(path): no such file; check the path "
-                + "(a relative path resolves against the current directory, \(currentDirectory))")
-        case .failure(.isDirectory):
-            throw fail("cannot read \(path): it is a directory; give the path of the YAML file inside it")
-        case .failure(.permissionDenied):
-            throw fail("cannot read \(path): permission denied; make it readable by the user the proxy runs as")
-        case .failure(.tooLarge(let limit)):
-            throw fail("cannot read \(path): it is larger than \(limit / (1024 * 1024)) MiB; a configuration file "
-                + "is a few KiB, check that the path names the right file")
-        case .failure(.other(let reason)):
-            throw fail("cannot read \(path): \(reason)")
+        do {
+            bytes = try SystemFile.read(absolute, maxBytes: YAML.defaultMaximumBytes)
+        } catch {
+            switch error.kind {
+            case .notFound:
+                throw fail("cannot read \(path): no such file; check the path "
+                    + "(a relative path resolves against the current directory, \(currentDirectory))")
+            case .isDirectory:
+                throw fail("cannot read \(path): it is a directory; give the path of the YAML file inside it")
+            case .permissionDenied:
+                throw fail("cannot read \(path): permission denied; make it readable by the user the proxy runs as")
+            case .tooLarge(let limit):
+                throw fail("cannot read \(path): it is larger than \(limit / (1024 * 1024)) MiB; a configuration file "
+                    + "is a few KiB, check that the path names the right file")
+            case .other:
+                throw fail("cannot read \(path): \(error.reason)")
+            }
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw fail("cannot read \(path): it is not UTF-8 text; save it as UTF-8")
@@ -50,7 +53,7 @@ extension ProxyConfiguration {
             throw ConfigurationError(
                 source: sourceName, problems: [.init(key: "(file)", message: syntaxMessage(error, yaml: yaml))])
         }
-        let base = Paths.absolute(directory, relativeTo: FileSystem.currentDirectory)
+        let base = Paths.absolute(directory, relativeTo: ProcessEnvironment.currentDirectory)
         var reader = ConfigurationReader(directory: base)
         let configuration = reader.read(root)
         guard reader.problems.isEmpty else {

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import ProxyConfig
 import ProxyTLS
+import ProxySystem
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import Prometheus
 import ProxyTLS
+import ProxySystem
 
 /// One finished request, as the access log and the request metrics see it. Never holds a credential.
 public struct RequestRecord: Sendable {

@@ -1,5 +1,6 @@
 import NIOCore
 import ProxyTLS
+import ProxySystem
 
 extension ProxyMetrics {
     /// Counts `channel` open until it closes.

@@ -2,6 +2,7 @@ import NIOCore
 import ProxyAuth
 import ProxyConfig
 import ProxyTLS
+import ProxySystem
 
 #if canImport(Glibc)
 import Glibc
@@ -137,7 +138,7 @@ public final class ProxyRuntime: Sendable {
         case .hmacSecretFile(let path):
             var bytes: [UInt8]
             do {
-                bytes = try SystemFile.read(path)
+                bytes = try SystemFile.read(path, maxBytes: 1 << 20)
             } catch {
                 throw StartupError(message: "\(key).hmac_secret_file \(path): cannot read the file: \(error.reason)")
             }
@@ -145,8 +146,7 @@ public final class ProxyRuntime: Sendable {
             if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
             secret = bytes
         case .hmacSecretEnv(let name):
-            // getenv's string belongs to the environment; copied at once, never freed here.
-            guard let pointer = getenv(name), let value = String(validatingCString: pointer) else {
+            guard let value = ProcessEnvironment.value(name) else {
                 throw StartupError(message: "\(key).hmac_secret_env: the environment variable \(name) is not set")
             }
             secret = Array(value.utf8)

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ProxyConfig
 import ProxyTLS
+import ProxySystem
 
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import ProxySystem
 internal import COpenSSL
 
 /// Reads the certificates of a PEM bundle (a CA file) for reporting: each one's subject common name

@@ -1,3 +1,4 @@
+import ProxySystem
 internal import COpenSSL
 #if canImport(Glibc)
 import Glibc

@@ -6,6 +6,7 @@ import Glibc
 import Musl
 #endif
 import NIOConcurrencyHelpers
+import ProxySystem
 
 // Mozilla "intermediate" (https://ssl-config.mozilla.org, version 5.7): ECDHE with AEAD only for
 // TLS 1.2 (no DHE, no CBC, no static RSA key exchange), the three standard TLS 1.3 suites.

@@ -1,6 +1,7 @@
 import Foundation
 import ProxyTLS
 @testable import ProxyAuth
+import ProxySystem
 
 /// Test conveniences: build an authenticator from only the parts a test needs, and run one
 /// request through it to the end (offloaded hashing inline, a requested key refetch reported).

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 @testable import ProxyAuth
 import ProxyTLS
+import ProxySystem
 
 /// The decision rules with JWTs: routing of `Bearer` values, principal and tenant from claims,
 /// claims copied to headers, no fall-through, the size limit before parsing and key refetch steps.

@@ -2,6 +2,7 @@ import Foundation
 @testable import ProxyAuth
 import ProxyTLS
 import XCTest
+import ProxySystem
 
 /// JWKS parsing (which keys are usable, which are skipped and why, what fails the whole set) and the
 /// bounded verified-token cache.

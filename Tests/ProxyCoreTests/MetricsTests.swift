@@ -6,6 +6,7 @@ import ProxyTLS
 import XCTest
 
 @testable import ProxyCore
+import ProxySystem
 
 /// Collects log lines written to a sink, for assertions.
 final class LineCollector: Sendable {

@@ -4,6 +4,7 @@ import Foundation
 import FuzzSupport
 import ProxyAuth
 import ProxyTLS
+import ProxySystem
 
 enum Fixture {
     static let now = WallTime(secondsSince1970: 1_750_000_000)

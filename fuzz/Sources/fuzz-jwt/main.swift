@@ -6,6 +6,7 @@ import Foundation
 import FuzzSupport
 import ProxyAuth
 import ProxyTLS
+import ProxySystem
 
 enum Fixture {
     /// After the seed tokens' `iat` and before their `exp`.

@@ -1,6 +1,7 @@
 import Foundation
-import ProxyTLS
+import ProxySystem
 import XCTest
+import ProxySystem
 
 /// The wall-clock type that replaced Foundation's `Date` in the products, and the file reader that
 /// replaced `FileManager`: exact timestamp text (it appears in logs and error messages) and errors
