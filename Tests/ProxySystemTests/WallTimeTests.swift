@@ -71,4 +71,22 @@ final class WallTimeTests: XCTestCase {
         }
         XCTAssertEqual(try SystemFile.read(path, maxBytes: 2_000).count, 2_000)
     }
+
+    /// A file that reports no size and never ends (an operator naming /dev/zero as a secret) is read
+    /// up to the limit and refused, not read without end.
+    func testSystemFile_EndlessFile_RefusedAtTheLimit() {
+        XCTAssertThrowsError(try SystemFile.read("/dev/zero", maxBytes: 1 << 20)) { error in
+            XCTAssertEqual((error as? SystemFile.ReadError)?.kind, .tooLarge(1 << 20))
+            XCTAssertEqual("\(error)", "cannot read /dev/zero: larger than 1048576 bytes")
+        }
+    }
+
+    func testSystemFile_ErrorKinds() {
+        XCTAssertThrowsError(try SystemFile.read("/nonexistent/x")) { error in
+            XCTAssertEqual((error as? SystemFile.ReadError)?.kind, .notFound)
+        }
+        XCTAssertThrowsError(try SystemFile.read("/tmp")) { error in
+            XCTAssertEqual((error as? SystemFile.ReadError)?.kind, .isDirectory)
+        }
+    }
 }
