@@ -7,10 +7,14 @@ import ProxyTLS
 /// Serves OTLP/HTTP over HTTP/1.1 on one client connection: routes, authenticates, rewrites the headers
 /// and relays each request to the receiver through the event loop's upstream pool, streaming both ways.
 ///
-/// Sits last in the client pipeline, behind NIO's HTTP/1.1 codec and pipelining handler (which hands
-/// over one request at a time). Owns at most one leased upstream connection at a time. Backpressure:
-/// client reads are held while no upstream connection is attached or it cannot take more bytes, and
-/// upstream reads are held while the client cannot, so at most about one read is buffered per direction.
+/// Sits last in the client pipeline, right behind NIO's HTTP/1.1 codec, and handles pipelining itself:
+/// parts of a request that arrive while the previous response is still going out wait in `queue` (with
+/// client reads held) and are handed over, in order, once that response has ended. It also counts what
+/// the decoder produced for the connection's framing budget (`HTTP1FramingMeter`; the other half is
+/// `HTTP1RawByteCounter` before the decoder). Owns at most one leased upstream connection at a time.
+/// Backpressure: client reads are held while no upstream connection is attached or it cannot take more
+/// bytes, or a pipelined request waits, and upstream reads are held while the client cannot, so at most
+/// about one read is buffered per direction.
 final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -33,8 +37,16 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case closing
     }
 
+    /// A request part or parser error that arrived while the previous response was still going out.
+    private enum Queued {
+        case part(HTTPServerRequestPart)
+        case error(any Error)
+    }
+
     private let runtime: ProxyRuntime
     private let pool: UpstreamHTTP1Pool
+    /// The framing budget this handler feeds with what the decoder produced.
+    private let meter: HTTP1FramingMeter
     private let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any.
     private let peerCertificate: PeerCertificate?
@@ -73,17 +85,34 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     /// The server is draining: every response says `Connection: close` and the connection closes after it.
     private var draining = false
 
+    /// Parts of the next request(s), and parser errors, that arrived while a response was going out;
+    /// client reads are held while it is not empty, so it holds at most what one read decoded to.
+    private var queue = CircularBuffer<Queued>()
+    /// `deliverQueued` is running: a response that ends meanwhile leaves the queue to it.
+    private var delivering = false
+
+    /// The current request has ended but its response has not: what arrives now belongs to the next
+    /// request and waits in `queue`.
+    private var awaitsResponse: Bool {
+        switch state {
+        case .authenticating, .connecting: return requestComplete
+        case .forwarding: return requestComplete && !responseComplete
+        case .idle, .discarding, .closing: return false
+        }
+    }
+
     /// Queued request parts, counted for load shedding (`limits.max_buffered_bytes`).
     private var held: HeldBytes
     /// The tenant of the admitted request, whose byte budget its body is charged to.
     private var ratedTenant: String?
 
     init(
-        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, services: ProxyServices, peerCertificate: PeerCertificate?,
-        logger: Logger
+        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, meter: HTTP1FramingMeter, services: ProxyServices,
+        peerCertificate: PeerCertificate?, logger: Logger
     ) {
         self.runtime = runtime
         self.pool = pool
+        self.meter = meter
         self.services = services
         self.peerCertificate = peerCertificate
         self.logger = logger
@@ -143,18 +172,60 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var inClientRead = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        // The framing budget counts what the decoder produced as it comes out of the decoder, before
+        // any part waits in the queue (`HTTP1RawByteCounter` checks it once the read is decoded).
+        switch part {
+        case .head(let head): meter.budget.decodedHead(bytes: HTTP1FramingMeter.size(head), fields: head.headers.count)
+        case .body(let buffer): meter.budget.decodedBody(buffer.readableBytes)
+        case .end: meter.budget.decodedEnd()
+        }
+        if case .closing = state { return }
+        if !queue.isEmpty || awaitsResponse {
+            queue.append(.part(part))
+            readsHeld = true
+            return
+        }
+        receivedPart(part, context: context)
+    }
+
+    private func receivedPart(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         inClientRead = true
         defer { inClientRead = false }
-        switch unwrapInboundIn(data) {
+        switch part {
         case .head(let head): receivedHead(head, context: context)
         case .body(let buffer): receivedBody(buffer, context: context)
         case .end(let trailers): receivedEnd(trailers, context: context)
         }
     }
 
+    /// A response ended: hands over what waited for it, in order, until a request again awaits its
+    /// response (or the connection closes), then flushes what went upstream and resumes reading.
+    private func deliverQueued(context: ChannelHandlerContext) {
+        guard !delivering, !queue.isEmpty else { return }
+        delivering = true
+        var delivered = false
+        while !queue.isEmpty, !awaitsResponse {
+            if case .closing = state {
+                queue.removeAll()
+                break
+            }
+            switch queue.removeFirst() {
+            case .part(let part):
+                receivedPart(part, context: context)
+                delivered = true
+            case .error(let error):
+                receivedError(error, context: context)
+            }
+        }
+        delivering = false
+        if delivered, case .forwarding(let upstream) = state { upstream.flush() }
+        updateReadHold(context: context)
+    }
+
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = state else {
-            // The pipelining handler delivers one request at a time; anything else is a bug upstream of us.
+            // Requests are handed over one at a time (`queue`); anything else is a bug.
             closeNow(context: context)
             return
         }
@@ -352,6 +423,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         idleCheck?.cancel()
         idleCheck = nil
         held.releaseAll()
+        queue.removeAll()
         finishRecord("client_gone")
         state = .closing
         context.fireChannelInactive()
@@ -360,6 +432,18 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // After the connection closed (the decoder reports a body cut short at EOF): the request
         // was already recorded as `client_gone` and no reply can be written.
+        if case .closing = state { return }
+        // A parser error behind a request whose response is still going out belongs to the next
+        // request: it is answered in order, once that response has ended.
+        if error is HTTPParserError, !queue.isEmpty || awaitsResponse {
+            queue.append(.error(error))
+            readsHeld = true
+            return
+        }
+        receivedError(error, context: context)
+    }
+
+    private func receivedError(_ error: any Error, context: ChannelHandlerContext) {
         if case .closing = state { return }
         if let parserError = error as? HTTPParserError {
             let reply: LocalReply = parserError == .headerOverflow ? .headersTooLarge : .badRequest
@@ -397,7 +481,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     func read(context: ChannelHandlerContext) {
-        if readsHeld {
+        if readsHeld || !queue.isEmpty {
             pendingRead = true
         } else {
             context.read()
@@ -453,8 +537,6 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case .end(let trailers):
             responseComplete = true
             finishRecord("forwarded")
-            // Settle the exchange before the end goes out: writing it lets the pipelining handler
-            // hand over the next pipelined request at once, and that request must find us idle.
             if !requestComplete {
                 // The receiver answered before the body ended: drop the rest, do not reuse the connection.
                 detachUpstream(abort: true)
@@ -467,8 +549,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             state = keepAlive ? .idle : .closing
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             if keepAlive {
+                // The next pipelined request, if one waited, now finds the exchange idle.
+                deliverQueued(context: context)
                 updateReadHold(context: context)
             } else {
+                queue.removeAll()
                 context.close(promise: nil)
             }
         }
@@ -513,7 +598,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         detachUpstream(abort: false)
         state = .idle
         updateReadHold(context: context)
-        if !keepAlive { closeNow(context: context) }
+        if !keepAlive {
+            closeNow(context: context)
+        } else {
+            deliverQueued(context: context)
+        }
     }
 
     /// Gives the upstream connection back to the pool, or closes it when the exchange left it mid-message.
@@ -584,14 +673,15 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         if closeAfter {
             state = .closing
+            queue.removeAll()
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
                 lingeringClose(context: context)
             }
         } else {
-            // Settle the state before the end goes out: writing it lets the pipelining handler hand
-            // over the next request at once, and that request must find this one finished.
             state = requestComplete ? .idle : .discarding
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // The next pipelined request, if one waited, now finds this one finished.
+            deliverQueued(context: context)
         }
         updateReadHold(context: context)
     }
@@ -616,20 +706,22 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         finishRecord(responseStarted ? "refused" : "client_gone")
         if case .forwarding = state { detachUpstream(abort: true) }
         held.releaseAll()
+        queue.removeAll()
         state = .closing
         context.close(promise: nil)
     }
 
-    /// Holds client reads while waiting for an upstream connection or while it cannot take more.
+    /// Holds client reads while waiting for an upstream connection or while it cannot take more, and
+    /// while a pipelined request waits in the queue.
     private func updateReadHold(context: ChannelHandlerContext) {
-        let hold: Bool
+        let stateHolds: Bool
         switch state {
-        case .authenticating, .connecting: hold = true
-        case .forwarding(let upstream): hold = !upstream.isWritable
-        case .idle, .discarding, .closing: hold = false
+        case .authenticating, .connecting: stateHolds = true
+        case .forwarding(let upstream): stateHolds = !upstream.isWritable
+        case .idle, .discarding, .closing: stateHolds = false
         }
-        readsHeld = hold
-        if !hold && pendingRead {
+        readsHeld = stateHolds || !queue.isEmpty
+        if !readsHeld && pendingRead {
             pendingRead = false
             context.read()
         }
