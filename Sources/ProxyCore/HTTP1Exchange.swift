@@ -30,7 +30,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case authenticating(pending: [HTTPClientRequestPart])
         /// Authenticated; waiting for an upstream connection. Parts that arrive meanwhile queue here
         /// (bounded: reads are held in this state).
-        case connecting(pending: [HTTPClientRequestPart])
+        case connecting(head: HTTPRequestHead, pending: [HTTPClientRequestPart])
         /// Relaying to and from `upstream`.
         case forwarding(upstream: UpstreamHTTP1Connection)
         /// The connection is closing; everything that arrives is dropped.
@@ -74,7 +74,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var responseComplete = false
     /// Watches the receiver: no response head within `upstream.timeout` is a 504; once the response has
     /// started, silence for as long closes the connection (a status is already with the client).
+    /// One timer per connection, rescheduled when it fires while a response is awaited (like
+    /// `idleCheck`), rather than one scheduled and cancelled for every request.
     private var responseTimer: Scheduled<Void>?
+    /// Since when the current request has waited for the receiver; nil while no response is awaited.
+    private var responseWaitSince: NIODeadline?
     /// When the receiver last sent part of the response.
     private var lastUpstreamActivity = NIODeadline.now()
     /// The access log and metrics facts of the current request; nil between requests.
@@ -160,6 +164,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     func handlerRemoved(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        responseTimer?.cancel()
+        responseTimer = nil
         held.releaseAll()
         // The context holds this handler strongly: keeping it would be a cycle leaking both.
         self.context = nil
@@ -229,10 +235,12 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             closeNow(context: context)
             return
         }
+        let fields = HeadFields(head)
         requestVersion = head.version
         keepAlive = head.isKeepAlive && !draining
-        encoding = OTLPEncoding(contentType: head.headers.first(name: "content-type"))
+        encoding = OTLPEncoding(contentType: fields.contentType)
         bodyBytes = 0
+        responseWaitSince = nil
         ratedTenant = nil
         requestComplete = false
         responseStarted = false
@@ -240,15 +248,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         requestLog = RequestLog(transport: "http/1.1", peer: peerAddress(context))
 
         let limits = runtime.limits
-        if head.headers.count > limits.maxHeaderCount || Self.headerBytes(head) > limits.maxHeaderBytes {
+        if head.headers.count > limits.maxHeaderCount || fields.bytes > limits.maxHeaderBytes {
             refuse(.headersTooLarge, reason: "header_limit", close: true, context: context)
             return
         }
         // Framing the proxy does not guess at (DESIGN.md, HTTP/1.1 defences): a protocol switch
         // (`Upgrade: h2c`, websocket, anything) and Transfer-Encoding on HTTP/1.0, which RFC 9112 §6.1
         // makes faulty framing. Refused, and the connection closed.
-        if head.headers.contains(name: "upgrade")
-            || (head.version.major == 1 && head.version.minor == 0 && head.headers.contains(name: "transfer-encoding"))
+        if fields.upgrade || (head.version.major == 1 && head.version.minor == 0 && fields.transferEncoding)
         {
             refuse(.badRequest, reason: "ambiguous_framing", close: true, context: context)
             return
@@ -262,12 +269,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.methodNotAllowed, reason: "method", close: false, context: context)
             return
         }
-        let lengths = head.headers["content-length"]
-        if lengths.count > 1 {
+        if fields.contentLengths > 1 {
             refuse(.badRequest, reason: "duplicate_content_length", close: true, context: context)
             return
         }
-        if let length = lengths.first, let declared = Int(length), declared > limits.maxRequestBodySize {
+        if let length = fields.contentLength, let declared = Int(length), declared > limits.maxRequestBodySize {
             refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
             return
         }
@@ -275,9 +281,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.overloaded, reason: "load_shed", close: false, context: context)
             return
         }
-        let expectsContinue = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+        let expectsContinue = fields.expectsContinue
         let credentials = RequestCredentials(
-            peerCertificate: peerCertificate, authorization: head.headers["authorization"], signal: signal.authSignal)
+            peerCertificate: peerCertificate, authorization: fields.authorization, signal: signal.authSignal)
         state = .authenticating(pending: [])
         updateReadHold(context: context)
         AuthFlow.run(credentials, runtime: runtime, services: services, eventLoop: context.eventLoop) { [self] outcome in
@@ -329,7 +335,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             "request accepted",
             metadata: ["signal": "\(signal.rawValue)", "principal": "\(decision.principal.name)", "tenant": "\(decision.tenant)"])
 
-        state = .connecting(pending: [.head(upstreamHead)] + pending)
+        state = .connecting(head: upstreamHead, pending: pending)
         updateReadHold(context: context)
         pool.acquire { [self] result in
             upstreamAcquired(result)
@@ -350,7 +356,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             pending.append(.body(.byteBuffer(buffer)))
             held.add(buffer.readableBytes)
             state = .authenticating(pending: pending)
-        case .connecting(var pending):
+        case .connecting(let upstreamHead, var pending):
             if overLimit {
                 state = .idle
                 refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
@@ -358,7 +364,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             }
             pending.append(.body(.byteBuffer(buffer)))
             held.add(buffer.readableBytes)
-            state = .connecting(pending: pending)
+            state = .connecting(head: upstreamHead, pending: pending)
         case .forwarding(let upstream):
             if overLimit {
                 // The receiver has a partial request: that connection cannot be reused.
@@ -384,9 +390,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case .authenticating(var pending):
             pending.append(.end(nil))
             state = .authenticating(pending: pending)
-        case .connecting(var pending):
+        case .connecting(let upstreamHead, var pending):
             pending.append(.end(nil))
-            state = .connecting(pending: pending)
+            state = .connecting(head: upstreamHead, pending: pending)
         case .forwarding(let upstream):
             upstream.write(.end(nil))
             upstream.flush()
@@ -492,7 +498,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func upstreamAcquired(_ result: Result<UpstreamHTTP1Connection, any Error>) {
         guard let context else { return }
-        guard case .connecting(let pending) = state else {
+        guard case .connecting(let upstreamHead, let pending) = state else {
             // The client went away or was refused while we connected: the connection is clean.
             if case .success(let connection) = result { pool.release(connection) }
             return
@@ -507,6 +513,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             upstream.holdReads(!context.channel.isWritable)
             state = .forwarding(upstream: upstream)
             held.releaseAll()
+            upstream.write(.head(upstreamHead))
             for part in pending { upstream.write(part) }
             if !inClientRead || requestComplete { upstream.flush() }
             if requestComplete { startResponseTimer(context: context) }
@@ -570,8 +577,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     func upstreamClosed() {
         guard let context, case .forwarding = state else { return }
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseWaitSince = nil
         state = .idle
         if responseStarted {
             // Part of the response is already with the client: the only honest signal is to close.
@@ -608,8 +614,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     /// Gives the upstream connection back to the pool, or closes it when the exchange left it mid-message.
     private func detachUpstream(abort: Bool) {
         guard case .forwarding(let upstream) = state else { return }
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseWaitSince = nil
         upstream.exchange = nil
         if abort {
             upstream.abort()
@@ -620,9 +625,12 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     private func startResponseTimer(context: ChannelHandlerContext) {
-        guard responseTimer == nil else { return }
-        if responseStarted { lastUpstreamActivity = .now() }
-        scheduleResponseTimer(in: runtime.limits.upstreamTimeout, context: context)
+        guard responseWaitSince == nil else { return }
+        let now = NIODeadline.now()
+        responseWaitSince = now
+        if responseStarted { lastUpstreamActivity = now }
+        // A timer left from an earlier request fires no later than this one would, and reschedules.
+        if responseTimer == nil { scheduleResponseTimer(in: runtime.limits.upstreamTimeout, context: context) }
     }
 
     private func scheduleResponseTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
@@ -633,14 +641,16 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func responseTimedOut() {
         responseTimer = nil
-        guard let context, case .forwarding = state else { return }
+        guard let context, case .forwarding = state, let waitSince = responseWaitSince else { return }
+        let timeout = runtime.limits.upstreamTimeout
+        // Before the response: since the request went upstream; after it started: since the last part.
+        let silentSince = responseStarted ? max(waitSince, lastUpstreamActivity) : waitSince
+        let silent = NIODeadline.now() - silentSince
+        if silent < timeout {
+            scheduleResponseTimer(in: timeout - silent, context: context)
+            return
+        }
         if responseStarted {
-            let timeout = runtime.limits.upstreamTimeout
-            let silent = NIODeadline.now() - lastUpstreamActivity
-            if silent < timeout {
-                scheduleResponseTimer(in: timeout - silent, context: context)
-                return
-            }
             // Part of the response is with the client already: closing is the only honest signal.
             logger.warning("upstream stalled mid-response", metadata: ["upstream": "\(pool.address.hostPort)"])
             services.metrics.upstreamError(kind: "timeout")
@@ -726,11 +736,46 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             context.read()
         }
     }
+}
 
+/// The fields of a request head the exchange decides on, gathered in one pass instead of a lookup
+/// (and an array) per name.
+private struct HeadFields {
+    /// The first Content-Type.
+    var contentType: String?
+    var upgrade = false
+    var transferEncoding = false
+    var contentLengths = 0
+    /// The first Content-Length.
+    var contentLength: String?
+    /// An `Expect: 100-continue` (any case).
+    var expectsContinue = false
+    /// Every Authorization value (more than one is refused by the authenticator).
+    var authorization: [String] = []
     /// The size of the request line and header section as sent (name, ": ", value, CRLF per field).
-    static func headerBytes(_ head: HTTPRequestHead) -> Int {
-        var total = head.uri.utf8.count + 16
-        for (name, value) in head.headers { total += name.utf8.count + value.utf8.count + 4 }
-        return total
+    var bytes: Int
+
+    init(_ head: HTTPRequestHead) {
+        bytes = head.uri.utf8.count + 16
+        for (name, value) in head.headers {
+            bytes += name.utf8.count + value.utf8.count + 4
+            switch name.utf8.count {
+            case 12 where HTTP1RequestWriter.equalsLowercased(name, "content-type"):
+                if contentType == nil { contentType = value }
+            case 7 where HTTP1RequestWriter.equalsLowercased(name, "upgrade"):
+                upgrade = true
+            case 17 where HTTP1RequestWriter.equalsLowercased(name, "transfer-encoding"):
+                transferEncoding = true
+            case 14 where HTTP1RequestWriter.equalsLowercased(name, "content-length"):
+                contentLengths += 1
+                if contentLength == nil { contentLength = value }
+            case 6 where HTTP1RequestWriter.equalsLowercased(name, "expect"):
+                if HTTP1RequestWriter.equalsLowercased(value, "100-continue") { expectsContinue = true }
+            case 13 where HTTP1RequestWriter.equalsLowercased(name, "authorization"):
+                authorization.append(value)
+            default:
+                break
+            }
+        }
     }
 }

@@ -115,15 +115,11 @@ struct HTTP1RequestWriter {
     }
 
     /// ASCII case-insensitive equality with a lower-case constant, without allocating.
-    static func equalsLowercased(_ name: String, _ lower: StaticString) -> Bool {
-        let utf8 = name.utf8
-        guard utf8.count == lower.utf8CodeUnitCount else { return false }
-        var index = 0
-        for byte in utf8 {
-            let expected = lower.withUTF8Buffer { $0[index] }
+    static func equalsLowercased(_ text: String, _ lower: String) -> Bool {
+        guard text.utf8.count == lower.utf8.count else { return false }
+        for (byte, expected) in zip(text.utf8, lower.utf8) {
             let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
             guard folded == expected else { return false }
-            index += 1
         }
         return true
     }
