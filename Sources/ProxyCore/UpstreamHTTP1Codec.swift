@@ -161,9 +161,6 @@ struct HTTP1ResponseParser {
         self.maxHeadBytes = maxHeadBytes
     }
 
-    /// Between responses (nothing of the next one read yet).
-    var isIdle: Bool { state == .head && scanned == 0 }
-
     /// The body runs until the receiver closes the connection.
     var readsUntilClose: Bool { state == .untilClose }
 
