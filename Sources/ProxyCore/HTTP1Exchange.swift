@@ -7,10 +7,14 @@ import ProxyTLS
 /// Serves OTLP/HTTP over HTTP/1.1 on one client connection: routes, authenticates, rewrites the headers
 /// and relays each request to the receiver through the event loop's upstream pool, streaming both ways.
 ///
-/// Sits last in the client pipeline, behind NIO's HTTP/1.1 codec and pipelining handler (which hands
-/// over one request at a time). Owns at most one leased upstream connection at a time. Backpressure:
-/// client reads are held while no upstream connection is attached or it cannot take more bytes, and
-/// upstream reads are held while the client cannot, so at most about one read is buffered per direction.
+/// Sits last in the client pipeline, right behind NIO's HTTP/1.1 codec, and handles pipelining itself:
+/// parts of a request that arrive while the previous response is still going out wait in `queue` (with
+/// client reads held) and are handed over, in order, once that response has ended. It also counts what
+/// the decoder produced for the connection's framing budget (`HTTP1FramingMeter`; the other half is
+/// `HTTP1RawByteCounter` before the decoder). Owns at most one leased upstream connection at a time.
+/// Backpressure: client reads are held while no upstream connection is attached or it cannot take more
+/// bytes, or a pipelined request waits, and upstream reads are held while the client cannot, so at most
+/// about one read is buffered per direction.
 final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -26,15 +30,23 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case authenticating(pending: [HTTPClientRequestPart])
         /// Authenticated; waiting for an upstream connection. Parts that arrive meanwhile queue here
         /// (bounded: reads are held in this state).
-        case connecting(pending: [HTTPClientRequestPart])
+        case connecting(head: HTTPRequestHead, pending: [HTTPClientRequestPart])
         /// Relaying to and from `upstream`.
         case forwarding(upstream: UpstreamHTTP1Connection)
         /// The connection is closing; everything that arrives is dropped.
         case closing
     }
 
+    /// A request part or parser error that arrived while the previous response was still going out.
+    private enum Queued {
+        case part(HTTPServerRequestPart)
+        case error(any Error)
+    }
+
     private let runtime: ProxyRuntime
     private let pool: UpstreamHTTP1Pool
+    /// The framing budget this handler feeds with what the decoder produced.
+    private let meter: HTTP1FramingMeter
     private let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any.
     private let peerCertificate: PeerCertificate?
@@ -62,7 +74,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var responseComplete = false
     /// Watches the receiver: no response head within `upstream.timeout` is a 504; once the response has
     /// started, silence for as long closes the connection (a status is already with the client).
+    /// One timer per connection, rescheduled when it fires while a response is awaited (like
+    /// `idleCheck`), rather than one scheduled and cancelled for every request.
     private var responseTimer: Scheduled<Void>?
+    /// Since when the current request has waited for the receiver; nil while no response is awaited.
+    private var responseWaitSince: NIODeadline?
     /// When the receiver last sent part of the response.
     private var lastUpstreamActivity = NIODeadline.now()
     /// The access log and metrics facts of the current request; nil between requests.
@@ -73,17 +89,34 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     /// The server is draining: every response says `Connection: close` and the connection closes after it.
     private var draining = false
 
+    /// Parts of the next request(s), and parser errors, that arrived while a response was going out;
+    /// client reads are held while it is not empty, so it holds at most what one read decoded to.
+    private var queue = CircularBuffer<Queued>()
+    /// `deliverQueued` is running: a response that ends meanwhile leaves the queue to it.
+    private var delivering = false
+
+    /// The current request has ended but its response has not: what arrives now belongs to the next
+    /// request and waits in `queue`.
+    private var awaitsResponse: Bool {
+        switch state {
+        case .authenticating, .connecting: return requestComplete
+        case .forwarding: return requestComplete && !responseComplete
+        case .idle, .discarding, .closing: return false
+        }
+    }
+
     /// Queued request parts, counted for load shedding (`limits.max_buffered_bytes`).
     private var held: HeldBytes
     /// The tenant of the admitted request, whose byte budget its body is charged to.
     private var ratedTenant: String?
 
     init(
-        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, services: ProxyServices, peerCertificate: PeerCertificate?,
-        logger: Logger
+        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, meter: HTTP1FramingMeter, services: ProxyServices,
+        peerCertificate: PeerCertificate?, logger: Logger
     ) {
         self.runtime = runtime
         self.pool = pool
+        self.meter = meter
         self.services = services
         self.peerCertificate = peerCertificate
         self.logger = logger
@@ -131,6 +164,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     func handlerRemoved(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        responseTimer?.cancel()
+        responseTimer = nil
         held.releaseAll()
         // The context holds this handler strongly: keeping it would be a cycle leaking both.
         self.context = nil
@@ -143,25 +178,69 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var inClientRead = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        // The framing budget counts what the decoder produced as it comes out of the decoder, before
+        // any part waits in the queue (`HTTP1RawByteCounter` checks it once the read is decoded).
+        switch part {
+        case .head(let head): meter.budget.decodedHead(bytes: HTTP1FramingMeter.size(head), fields: head.headers.count)
+        case .body(let buffer): meter.budget.decodedBody(buffer.readableBytes)
+        case .end: meter.budget.decodedEnd()
+        }
+        if case .closing = state { return }
+        if !queue.isEmpty || awaitsResponse {
+            queue.append(.part(part))
+            readsHeld = true
+            return
+        }
+        receivedPart(part, context: context)
+    }
+
+    private func receivedPart(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         inClientRead = true
         defer { inClientRead = false }
-        switch unwrapInboundIn(data) {
+        switch part {
         case .head(let head): receivedHead(head, context: context)
         case .body(let buffer): receivedBody(buffer, context: context)
         case .end(let trailers): receivedEnd(trailers, context: context)
         }
     }
 
+    /// A response ended: hands over what waited for it, in order, until a request again awaits its
+    /// response (or the connection closes), then flushes what went upstream and resumes reading.
+    private func deliverQueued(context: ChannelHandlerContext) {
+        guard !delivering, !queue.isEmpty else { return }
+        delivering = true
+        var delivered = false
+        while !queue.isEmpty, !awaitsResponse {
+            if case .closing = state {
+                queue.removeAll()
+                break
+            }
+            switch queue.removeFirst() {
+            case .part(let part):
+                receivedPart(part, context: context)
+                delivered = true
+            case .error(let error):
+                receivedError(error, context: context)
+            }
+        }
+        delivering = false
+        if delivered, case .forwarding(let upstream) = state { upstream.flush() }
+        updateReadHold(context: context)
+    }
+
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = state else {
-            // The pipelining handler delivers one request at a time; anything else is a bug upstream of us.
+            // Requests are handed over one at a time (`queue`); anything else is a bug.
             closeNow(context: context)
             return
         }
+        let fields = HeadFields(head)
         requestVersion = head.version
         keepAlive = head.isKeepAlive && !draining
-        encoding = OTLPEncoding(contentType: head.headers.first(name: "content-type"))
+        encoding = OTLPEncoding(contentType: fields.contentType)
         bodyBytes = 0
+        responseWaitSince = nil
         ratedTenant = nil
         requestComplete = false
         responseStarted = false
@@ -169,15 +248,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         requestLog = RequestLog(transport: "http/1.1", peer: peerAddress(context))
 
         let limits = runtime.limits
-        if head.headers.count > limits.maxHeaderCount || Self.headerBytes(head) > limits.maxHeaderBytes {
+        if head.headers.count > limits.maxHeaderCount || fields.bytes > limits.maxHeaderBytes {
             refuse(.headersTooLarge, reason: "header_limit", close: true, context: context)
             return
         }
         // Framing the proxy does not guess at (DESIGN.md, HTTP/1.1 defences): a protocol switch
         // (`Upgrade: h2c`, websocket, anything) and Transfer-Encoding on HTTP/1.0, which RFC 9112 §6.1
         // makes faulty framing. Refused, and the connection closed.
-        if head.headers.contains(name: "upgrade")
-            || (head.version.major == 1 && head.version.minor == 0 && head.headers.contains(name: "transfer-encoding"))
+        if fields.upgrade || (head.version.major == 1 && head.version.minor == 0 && fields.transferEncoding)
         {
             refuse(.badRequest, reason: "ambiguous_framing", close: true, context: context)
             return
@@ -191,12 +269,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.methodNotAllowed, reason: "method", close: false, context: context)
             return
         }
-        let lengths = head.headers["content-length"]
-        if lengths.count > 1 {
+        if fields.contentLengths > 1 {
             refuse(.badRequest, reason: "duplicate_content_length", close: true, context: context)
             return
         }
-        if let length = lengths.first, let declared = Int(length), declared > limits.maxRequestBodySize {
+        if let length = fields.contentLength, let declared = Int(length), declared > limits.maxRequestBodySize {
             refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
             return
         }
@@ -204,9 +281,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             refuse(.overloaded, reason: "load_shed", close: false, context: context)
             return
         }
-        let expectsContinue = head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+        let expectsContinue = fields.expectsContinue
         let credentials = RequestCredentials(
-            peerCertificate: peerCertificate, authorization: head.headers["authorization"], signal: signal.authSignal)
+            peerCertificate: peerCertificate, authorization: fields.authorization, signal: signal.authSignal)
         state = .authenticating(pending: [])
         updateReadHold(context: context)
         AuthFlow.run(credentials, runtime: runtime, services: services, eventLoop: context.eventLoop) { [self] outcome in
@@ -258,7 +335,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             "request accepted",
             metadata: ["signal": "\(signal.rawValue)", "principal": "\(decision.principal.name)", "tenant": "\(decision.tenant)"])
 
-        state = .connecting(pending: [.head(upstreamHead)] + pending)
+        state = .connecting(head: upstreamHead, pending: pending)
         updateReadHold(context: context)
         pool.acquire { [self] result in
             upstreamAcquired(result)
@@ -279,7 +356,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             pending.append(.body(.byteBuffer(buffer)))
             held.add(buffer.readableBytes)
             state = .authenticating(pending: pending)
-        case .connecting(var pending):
+        case .connecting(let upstreamHead, var pending):
             if overLimit {
                 state = .idle
                 refuse(.bodyTooLarge, reason: "body_limit", close: true, context: context)
@@ -287,7 +364,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             }
             pending.append(.body(.byteBuffer(buffer)))
             held.add(buffer.readableBytes)
-            state = .connecting(pending: pending)
+            state = .connecting(head: upstreamHead, pending: pending)
         case .forwarding(let upstream):
             if overLimit {
                 // The receiver has a partial request: that connection cannot be reused.
@@ -313,9 +390,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case .authenticating(var pending):
             pending.append(.end(nil))
             state = .authenticating(pending: pending)
-        case .connecting(var pending):
+        case .connecting(let upstreamHead, var pending):
             pending.append(.end(nil))
-            state = .connecting(pending: pending)
+            state = .connecting(head: upstreamHead, pending: pending)
         case .forwarding(let upstream):
             upstream.write(.end(nil))
             upstream.flush()
@@ -352,6 +429,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         idleCheck?.cancel()
         idleCheck = nil
         held.releaseAll()
+        queue.removeAll()
         finishRecord("client_gone")
         state = .closing
         context.fireChannelInactive()
@@ -360,6 +438,18 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // After the connection closed (the decoder reports a body cut short at EOF): the request
         // was already recorded as `client_gone` and no reply can be written.
+        if case .closing = state { return }
+        // A parser error behind a request whose response is still going out belongs to the next
+        // request: it is answered in order, once that response has ended.
+        if error is HTTPParserError, !queue.isEmpty || awaitsResponse {
+            queue.append(.error(error))
+            readsHeld = true
+            return
+        }
+        receivedError(error, context: context)
+    }
+
+    private func receivedError(_ error: any Error, context: ChannelHandlerContext) {
         if case .closing = state { return }
         if let parserError = error as? HTTPParserError {
             let reply: LocalReply = parserError == .headerOverflow ? .headersTooLarge : .badRequest
@@ -397,7 +487,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     func read(context: ChannelHandlerContext) {
-        if readsHeld {
+        if readsHeld || !queue.isEmpty {
             pendingRead = true
         } else {
             context.read()
@@ -408,7 +498,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func upstreamAcquired(_ result: Result<UpstreamHTTP1Connection, any Error>) {
         guard let context else { return }
-        guard case .connecting(let pending) = state else {
+        guard case .connecting(let upstreamHead, let pending) = state else {
             // The client went away or was refused while we connected: the connection is clean.
             if case .success(let connection) = result { pool.release(connection) }
             return
@@ -423,6 +513,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             upstream.holdReads(!context.channel.isWritable)
             state = .forwarding(upstream: upstream)
             held.releaseAll()
+            upstream.write(.head(upstreamHead))
             for part in pending { upstream.write(part) }
             if !inClientRead || requestComplete { upstream.flush() }
             if requestComplete { startResponseTimer(context: context) }
@@ -453,8 +544,6 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case .end(let trailers):
             responseComplete = true
             finishRecord("forwarded")
-            // Settle the exchange before the end goes out: writing it lets the pipelining handler
-            // hand over the next pipelined request at once, and that request must find us idle.
             if !requestComplete {
                 // The receiver answered before the body ended: drop the rest, do not reuse the connection.
                 detachUpstream(abort: true)
@@ -467,8 +556,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             state = keepAlive ? .idle : .closing
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             if keepAlive {
+                // The next pipelined request, if one waited, now finds the exchange idle.
+                deliverQueued(context: context)
                 updateReadHold(context: context)
             } else {
+                queue.removeAll()
                 context.close(promise: nil)
             }
         }
@@ -485,8 +577,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     func upstreamClosed() {
         guard let context, case .forwarding = state else { return }
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseWaitSince = nil
         state = .idle
         if responseStarted {
             // Part of the response is already with the client: the only honest signal is to close.
@@ -513,14 +604,17 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         detachUpstream(abort: false)
         state = .idle
         updateReadHold(context: context)
-        if !keepAlive { closeNow(context: context) }
+        if !keepAlive {
+            closeNow(context: context)
+        } else {
+            deliverQueued(context: context)
+        }
     }
 
     /// Gives the upstream connection back to the pool, or closes it when the exchange left it mid-message.
     private func detachUpstream(abort: Bool) {
         guard case .forwarding(let upstream) = state else { return }
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseWaitSince = nil
         upstream.exchange = nil
         if abort {
             upstream.abort()
@@ -531,9 +625,12 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     }
 
     private func startResponseTimer(context: ChannelHandlerContext) {
-        guard responseTimer == nil else { return }
-        if responseStarted { lastUpstreamActivity = .now() }
-        scheduleResponseTimer(in: runtime.limits.upstreamTimeout, context: context)
+        guard responseWaitSince == nil else { return }
+        let now = NIODeadline.now()
+        responseWaitSince = now
+        if responseStarted { lastUpstreamActivity = now }
+        // A timer left from an earlier request fires no later than this one would, and reschedules.
+        if responseTimer == nil { scheduleResponseTimer(in: runtime.limits.upstreamTimeout, context: context) }
     }
 
     private func scheduleResponseTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
@@ -544,14 +641,16 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
 
     private func responseTimedOut() {
         responseTimer = nil
-        guard let context, case .forwarding = state else { return }
+        guard let context, case .forwarding = state, let waitSince = responseWaitSince else { return }
+        let timeout = runtime.limits.upstreamTimeout
+        // Before the response: since the request went upstream; after it started: since the last part.
+        let silentSince = responseStarted ? max(waitSince, lastUpstreamActivity) : waitSince
+        let silent = NIODeadline.now() - silentSince
+        if silent < timeout {
+            scheduleResponseTimer(in: timeout - silent, context: context)
+            return
+        }
         if responseStarted {
-            let timeout = runtime.limits.upstreamTimeout
-            let silent = NIODeadline.now() - lastUpstreamActivity
-            if silent < timeout {
-                scheduleResponseTimer(in: timeout - silent, context: context)
-                return
-            }
             // Part of the response is with the client already: closing is the only honest signal.
             logger.warning("upstream stalled mid-response", metadata: ["upstream": "\(pool.address.hostPort)"])
             services.metrics.upstreamError(kind: "timeout")
@@ -584,14 +683,15 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         if closeAfter {
             state = .closing
+            queue.removeAll()
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
                 lingeringClose(context: context)
             }
         } else {
-            // Settle the state before the end goes out: writing it lets the pipelining handler hand
-            // over the next request at once, and that request must find this one finished.
             state = requestComplete ? .idle : .discarding
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // The next pipelined request, if one waited, now finds this one finished.
+            deliverQueued(context: context)
         }
         updateReadHold(context: context)
     }
@@ -616,29 +716,66 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         finishRecord(responseStarted ? "refused" : "client_gone")
         if case .forwarding = state { detachUpstream(abort: true) }
         held.releaseAll()
+        queue.removeAll()
         state = .closing
         context.close(promise: nil)
     }
 
-    /// Holds client reads while waiting for an upstream connection or while it cannot take more.
+    /// Holds client reads while waiting for an upstream connection or while it cannot take more, and
+    /// while a pipelined request waits in the queue.
     private func updateReadHold(context: ChannelHandlerContext) {
-        let hold: Bool
+        let stateHolds: Bool
         switch state {
-        case .authenticating, .connecting: hold = true
-        case .forwarding(let upstream): hold = !upstream.isWritable
-        case .idle, .discarding, .closing: hold = false
+        case .authenticating, .connecting: stateHolds = true
+        case .forwarding(let upstream): stateHolds = !upstream.isWritable
+        case .idle, .discarding, .closing: stateHolds = false
         }
-        readsHeld = hold
-        if !hold && pendingRead {
+        readsHeld = stateHolds || !queue.isEmpty
+        if !readsHeld && pendingRead {
             pendingRead = false
             context.read()
         }
     }
+}
 
+/// The fields of a request head the exchange decides on, gathered in one pass instead of a lookup
+/// (and an array) per name.
+private struct HeadFields {
+    /// The first Content-Type.
+    var contentType: String?
+    var upgrade = false
+    var transferEncoding = false
+    var contentLengths = 0
+    /// The first Content-Length.
+    var contentLength: String?
+    /// An `Expect: 100-continue` (any case).
+    var expectsContinue = false
+    /// Every Authorization value (more than one is refused by the authenticator).
+    var authorization: [String] = []
     /// The size of the request line and header section as sent (name, ": ", value, CRLF per field).
-    static func headerBytes(_ head: HTTPRequestHead) -> Int {
-        var total = head.uri.utf8.count + 16
-        for (name, value) in head.headers { total += name.utf8.count + value.utf8.count + 4 }
-        return total
+    var bytes: Int
+
+    init(_ head: HTTPRequestHead) {
+        bytes = head.uri.utf8.count + 16
+        for (name, value) in head.headers {
+            bytes += name.utf8.count + value.utf8.count + 4
+            switch name.utf8.count {
+            case 12 where HTTP1RequestWriter.equalsLowercased(name, "content-type"):
+                if contentType == nil { contentType = value }
+            case 7 where HTTP1RequestWriter.equalsLowercased(name, "upgrade"):
+                upgrade = true
+            case 17 where HTTP1RequestWriter.equalsLowercased(name, "transfer-encoding"):
+                transferEncoding = true
+            case 14 where HTTP1RequestWriter.equalsLowercased(name, "content-length"):
+                contentLengths += 1
+                if contentLength == nil { contentLength = value }
+            case 6 where HTTP1RequestWriter.equalsLowercased(name, "expect"):
+                if HTTP1RequestWriter.equalsLowercased(value, "100-continue") { expectsContinue = true }
+            case 13 where HTTP1RequestWriter.equalsLowercased(name, "authorization"):
+                authorization.append(value)
+            default:
+                break
+            }
+        }
     }
 }

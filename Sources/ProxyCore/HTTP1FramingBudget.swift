@@ -70,12 +70,21 @@ struct HTTP1FramingBudget: Equatable {
     }
 }
 
-/// The budget shared by the two counting handlers of one connection (same event loop).
+/// The budget of one connection, shared by `HTTP1RawByteCounter` (before the decoder) and
+/// `HTTP1ExchangeHandler` (right after it, counting what the decoder produced); same event loop.
 final class HTTP1FramingMeter {
     var budget: HTTP1FramingBudget
 
     init(budget: HTTP1FramingBudget) {
         self.budget = budget
+    }
+
+    /// The bytes of a head as sent without optional whitespace: request line, `name: value` CRLF
+    /// per field, the blank line.
+    static func size(_ head: HTTPRequestHead) -> Int {
+        var total = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
+        for (name, value) in head.headers { total += name.utf8.count + value.utf8.count + 4 }
+        return total + 2
     }
 }
 
@@ -102,38 +111,8 @@ final class HTTP1RawByteCounter: ChannelInboundHandler {
             return
         }
         tripped = true
-        // Parser errors are what the pipelining handler queues behind a response in flight, so this
-        // one is answered in order, like a malformed request.
+        // Parser errors are what the exchange queues behind a response in flight, so this one is
+        // answered in order, like a malformed request.
         context.fireErrorCaught(meter.budget.inBody ? HTTPParserError.invalidChunkSize : HTTPParserError.headerOverflow)
-    }
-}
-
-/// Sits right after the HTTP/1.1 decoder (before the pipelining handler, which may hold parts back):
-/// counts what the decoder produced.
-final class HTTP1DecodedByteCounter: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-
-    private let meter: HTTP1FramingMeter
-
-    init(meter: HTTP1FramingMeter) {
-        self.meter = meter
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): meter.budget.decodedHead(bytes: Self.size(head), fields: head.headers.count)
-        case .body(let buffer): meter.budget.decodedBody(buffer.readableBytes)
-        case .end: meter.budget.decodedEnd()
-        }
-        context.fireChannelRead(data)
-    }
-
-    /// The bytes of a head as sent without optional whitespace: request line, `name: value` CRLF
-    /// per field, the blank line.
-    static func size(_ head: HTTPRequestHead) -> Int {
-        var total = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
-        for (name, value) in head.headers { total += name.utf8.count + value.utf8.count + 4 }
-        return total + 2
     }
 }

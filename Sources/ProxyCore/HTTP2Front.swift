@@ -42,6 +42,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// ever being idle: a stream that could send nothing for `http.idle_timeout` is reset (CANCEL).
     private var responseProgress: [Int32: NIODeadline] = [:]
     private var stallCheck: Scheduled<Void>?
+    /// Watches the receiver for every stream (`HTTP2StreamExchange.upstreamDeadline`): one timer per
+    /// connection, set for the earliest deadline, instead of a timer scheduled and cancelled per stream.
+    private var upstreamCheck: Scheduled<Void>?
+    private var upstreamCheckAt: NIODeadline?
 
     init(
         runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
@@ -77,6 +81,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         stallCheck?.cancel()
         stallCheck = nil
+        upstreamCheck?.cancel()
+        upstreamCheck = nil
         self.context = nil
     }
 
@@ -115,6 +121,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         closing = true
         stallCheck?.cancel()
         stallCheck = nil
+        upstreamCheck?.cancel()
+        upstreamCheck = nil
         responseProgress.removeAll()
         let open = exchanges
         exchanges.removeAll()
@@ -302,6 +310,39 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         if let next { scheduleStallCheck(at: next) }
     }
 
+    // MARK: Receiver timeouts
+
+    /// A stream's receiver deadline: the connection's check runs no later than `deadline`.
+    func watchUpstream(until deadline: NIODeadline) {
+        if let upstreamCheckAt, upstreamCheckAt <= deadline { return }
+        guard let context, !closing else { return }
+        upstreamCheck?.cancel()
+        upstreamCheckAt = deadline
+        upstreamCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            upstreamCheck = nil
+            upstreamCheckAt = nil
+            checkUpstreamDeadlines()
+        }
+    }
+
+    /// Ends the streams whose receiver is past its deadline and sets the check for the next one.
+    private func checkUpstreamDeadlines() {
+        guard !closing else { return }
+        let now = NIODeadline.now()
+        var due: [HTTP2StreamExchange] = []
+        var next: NIODeadline?
+        for exchange in exchanges.values {
+            guard let deadline = exchange.upstreamDeadline else { continue }
+            if deadline <= now {
+                due.append(exchange)
+            } else {
+                next = min(next ?? deadline, deadline)
+            }
+        }
+        for exchange in due.sorted(by: { $0.streamID < $1.streamID }) { exchange.upstreamTimedOut() }
+        if let next { watchUpstream(until: next) }
+    }
+
     /// Opens the client's window by `bytes` of request DATA that went on towards the receiver.
     func consume(_ streamID: Int32, bytes: Int) {
         guard bytes > 0 else { return }
@@ -399,9 +440,10 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var responseScanner = GRPCMessageScanner(maxMessageSize: .max)
     /// Request bytes written to an HTTP/1.1 receiver that is not writable: consumed when it is.
     private var unconsumed = 0
-    /// Watches the receiver: no response head within `upstream.timeout` is DEADLINE_EXCEEDED / 504; once
-    /// the response has started, silence for as long ends the stream as an upstream failure.
-    private var responseTimer: Scheduled<Void>?
+    /// Watches the receiver, through the connection's check (`upstreamDeadline`): no response head within
+    /// `upstream.timeout` is DEADLINE_EXCEEDED / 504; once the response has started, silence for as long
+    /// ends the stream as an upstream failure. Since when the request has waited; nil while not waiting.
+    private var responseWaitSince: NIODeadline?
     /// When the receiver last sent part of the response.
     private var lastUpstreamActivity = NIODeadline.now()
     private var deadlineTimer: Scheduled<Void>?
@@ -504,7 +546,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
         phase = .connecting(pending: [])
         if let timeout = GRPC.timeout(grpcTimeout), case .grpc = target {
             deadlineTimer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-                timedOut()
+                deadlineExceeded()
             }
         }
         let credentials = RequestCredentials(
@@ -899,27 +941,42 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     private func startResponseTimer() {
-        guard responseTimer == nil, requestComplete else { return }
-        if responseStarted { lastUpstreamActivity = .now() }
-        scheduleResponseTimer(in: runtime.limits.upstreamTimeout)
+        guard responseWaitSince == nil, requestComplete else { return }
+        let now = NIODeadline.now()
+        responseWaitSince = now
+        if responseStarted { lastUpstreamActivity = now }
+        connection.watchUpstream(until: now + runtime.limits.upstreamTimeout)
     }
 
-    private func scheduleResponseTimer(in delay: TimeAmount) {
-        responseTimer = eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
-            timedOut()
-        }
+    /// When the receiver's time is up (see `responseWaitSince`); nil while nothing is awaited from it.
+    var upstreamDeadline: NIODeadline? {
+        guard let since = responseWaitSince, !responseComplete else { return nil }
+        // Before the response: since the request ended; after it started: since the last part.
+        let silentSince = responseStarted ? max(since, lastUpstreamActivity) : since
+        return silentSince + runtime.limits.upstreamTimeout
     }
 
-    private func timedOut() {
-        responseTimer = nil
+    /// The client's `grpc-timeout` passed. Once the response has started, the receiver is only given
+    /// up on after `upstream.timeout` of silence.
+    private func deadlineExceeded() {
+        deadlineTimer = nil
         guard !responseComplete else { return }
         if responseStarted {
             let timeout = runtime.limits.upstreamTimeout
-            let silent = NIODeadline.now() - lastUpstreamActivity
-            if silent < timeout {
-                scheduleResponseTimer(in: timeout - silent)
+            if NIODeadline.now() - lastUpstreamActivity < timeout {
+                if responseWaitSince == nil { responseWaitSince = lastUpstreamActivity }
+                connection.watchUpstream(until: lastUpstreamActivity + timeout)
                 return
             }
+        }
+        upstreamTimedOut()
+    }
+
+    /// The receiver is past its deadline (the connection's check, or `deadlineExceeded`).
+    func upstreamTimedOut() {
+        responseWaitSince = nil
+        guard !responseComplete else { return }
+        if responseStarted {
             connection.logger.warning("upstream stalled mid-response")
             switch phase {
             case .h2c(let upstream, let upstreamStreamID): upstream.resetStream(upstreamStreamID, errorCode: .cancel)
@@ -938,8 +995,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     private func cancelTimers() {
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseWaitSince = nil
         deadlineTimer?.cancel()
         deadlineTimer = nil
     }

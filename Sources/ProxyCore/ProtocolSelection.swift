@@ -65,20 +65,17 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                 decoderLimits.maxHeaderListSize = runtime.limits.maxHeaderBytes
                 decoderLimits.maxHeaderFieldCount = runtime.limits.maxHeaderCount
                 // The framing budget counts the bytes read before the decoder and what it made of
-                // them right after it (before the pipelining handler can hold parts back).
+                // them right after it (the exchange, which also does the pipelining, counts those).
                 let meter = HTTP1FramingMeter(budget: HTTP1FramingBudget(
                     maxHeaderBytes: runtime.limits.maxHeaderBytes, maxHeaderCount: runtime.limits.maxHeaderCount))
                 let rawCounter = HTTP1RawByteCounter(meter: meter)
                 try sync.addHandler(rawCounter, position: .after(self))
                 try sync.configureHTTPServerPipeline(
-                    position: .after(rawCounter), withPipeliningAssistance: true, withErrorHandling: false,
+                    position: .after(rawCounter), withPipeliningAssistance: false, withErrorHandling: false,
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                 try sync.addHandler(
-                    HTTP1DecodedByteCounter(meter: meter),
-                    position: .before(try sync.handler(type: HTTPServerPipelineHandler.self)))
-                try sync.addHandler(
                     HTTP1ExchangeHandler(
-                        runtime: runtime, pool: pools.http(on: context.eventLoop), services: services,
+                        runtime: runtime, pool: pools.http(on: context.eventLoop), meter: meter, services: services,
                         peerCertificate: peerCertificate, logger: logger))
                 if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

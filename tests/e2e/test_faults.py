@@ -241,7 +241,8 @@ class FaultyHTTP1Upstream(FakeUpstream):
     request, then RST), `reset_mid_response` (sends the head and part of the body, then RST),
     `stall_mid_response` (sends the head and part of the body, then nothing; counts the proxy closing
     the connection), `hold` (reads what comes and never answers; counts the proxy closing the
-    connection)."""
+    connection), `ambiguous_response` (answers with both Content-Length and Transfer-Encoding, then
+    counts the proxy closing the connection)."""
 
     def serve(self, conn: socket.socket) -> None:
         buffer = b""
@@ -269,6 +270,14 @@ class FaultyHTTP1Upstream(FakeUpstream):
                 return
             if fault == "reset_after_request":
                 reset_close(conn)
+                return
+            if fault == "ambiguous_response":
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nok"
+                )
+                while conn.recv(65536):
+                    pass
+                self.count("closed_by_proxy")
                 return
             if fault in ("reset_mid_response", "stall_mid_response"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n" + b"\0" * 10)
@@ -576,6 +585,43 @@ def test_upstreams_stall_504_and_grpc_4_upstream_side_closed(proxy_under_fault, 
     assert logs.text().count("upstream timed out") == 2, logs.text()
     assert_recovers(proxy, ca_file, tokens.plain)
     baseline.assert_no_leak(h1_upstream, h2c_upstream)
+
+
+def test_http1_upstream_ambiguous_response_framing_503_connection_closed(
+    proxy_under_fault, h1_upstream, h2c_upstream, ca_file, tokens
+):
+    """A receiver answering with Content-Length and Transfer-Encoding: the proxy does not guess where
+    that response ends; the client gets a retryable 503 and the connection is not reused."""
+    proxy = proxy_under_fault
+    baseline = Baseline(proxy, proxy.idle_fds)
+    h1_upstream.arm("ambiguous_response")
+    closed_before = h1_upstream.closed_by_proxy
+    response = http_export(proxy, ca_file, tokens.plain)
+    assert_503_retry_after(response)
+    assert h1_upstream.wait_for(lambda u: u.closed_by_proxy > closed_before, 3), "the ambiguous connection was kept"
+    assert_recovers(proxy, ca_file, tokens.plain)
+    baseline.assert_no_leak(h1_upstream, h2c_upstream)
+
+
+def test_http1_keep_alive_second_request_stalls_504_after_the_full_timeout(
+    proxy_under_fault, h1_upstream, h2c_upstream, ca_file, tokens
+):
+    """The upstream timeout of a request is counted from that request, not from an earlier one on the
+    same keep-alive client connection (the proxy keeps one response timer per connection)."""
+    proxy = proxy_under_fault
+    with requests.Session() as session:
+        headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {tokens.plain}"}
+        first = session.post(f"{proxy.url}/v1/traces", data=TRACE_BODY, verify=ca_file, timeout=10, headers=headers)
+        assert first.status_code == 200, (first.status_code, first.content)
+        time.sleep(UPSTREAM_TIMEOUT_S * 0.6)
+        h1_upstream.arm("hold")
+        started = time.monotonic()
+        second = session.post(f"{proxy.url}/v1/traces", data=TRACE_BODY, verify=ca_file, timeout=10, headers=headers)
+        elapsed = time.monotonic() - started
+        second.close()
+    assert second.status_code == 504, (second.status_code, second.content)
+    assert UPSTREAM_TIMEOUT_S * 0.9 <= elapsed < UPSTREAM_TIMEOUT_S + 2, elapsed
+    assert_recovers(proxy, ca_file, tokens.plain)
 
 
 def test_upstreams_stall_mid_response_client_told_after_timeout_upstream_side_closed(
