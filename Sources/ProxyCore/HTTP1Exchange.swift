@@ -755,23 +755,38 @@ private struct HeadFields {
     /// The size of the request line and header section as sent (name, ": ", value, CRLF per field).
     var bytes: Int
 
+    /// True when `name` is `lower` in any ASCII case (`lower` is given in lower case).
+    static func equalsLowercased(_ name: String, _ lower: StaticString) -> Bool {
+        let utf8 = name.utf8
+        guard utf8.count == lower.utf8CodeUnitCount else { return false }
+        return lower.withUTF8Buffer { expected in
+            var index = 0
+            for byte in utf8 {
+                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                guard folded == expected[index] else { return false }
+                index += 1
+            }
+            return true
+        }
+    }
+
     init(_ head: HTTPRequestHead) {
         bytes = head.uri.utf8.count + 16
         for (name, value) in head.headers {
             bytes += name.utf8.count + value.utf8.count + 4
             switch name.utf8.count {
-            case 12 where HTTP1RequestWriter.equalsLowercased(name, "content-type"):
+            case 12 where Self.equalsLowercased(name, "content-type"):
                 if contentType == nil { contentType = value }
-            case 7 where HTTP1RequestWriter.equalsLowercased(name, "upgrade"):
+            case 7 where Self.equalsLowercased(name, "upgrade"):
                 upgrade = true
-            case 17 where HTTP1RequestWriter.equalsLowercased(name, "transfer-encoding"):
+            case 17 where Self.equalsLowercased(name, "transfer-encoding"):
                 transferEncoding = true
-            case 14 where HTTP1RequestWriter.equalsLowercased(name, "content-length"):
+            case 14 where Self.equalsLowercased(name, "content-length"):
                 contentLengths += 1
                 if contentLength == nil { contentLength = value }
-            case 6 where HTTP1RequestWriter.equalsLowercased(name, "expect"):
-                if HTTP1RequestWriter.equalsLowercased(value, "100-continue") { expectsContinue = true }
-            case 13 where HTTP1RequestWriter.equalsLowercased(name, "authorization"):
+            case 6 where Self.equalsLowercased(name, "expect"):
+                if Self.equalsLowercased(value, "100-continue") { expectsContinue = true }
+            case 13 where Self.equalsLowercased(name, "authorization"):
                 authorization.append(value)
             default:
                 break

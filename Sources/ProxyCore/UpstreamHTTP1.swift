@@ -12,19 +12,14 @@ protocol UpstreamHTTP1Exchange: AnyObject {
     func upstreamClosed()
 }
 
-/// The handler of one pooled plaintext HTTP/1.1 connection to the receiver, and its codec: it is the
-/// only handler in the channel's pipeline, writing requests with `HTTP1RequestWriter` and reading
-/// responses with `HTTP1ResponseParser` (rather than NIO's general client codec, which cost two more
-/// handlers and a hop through each per part).
+/// The handler at the end of one pooled plaintext HTTP/1.1 connection to the receiver.
 ///
 /// Owned by its channel's pipeline; the pool keeps it while idle, an exchange while leased. Reads are
 /// held while the client cannot take more response bytes, so at most a socket read is buffered.
-/// A malformed response, or bytes from the receiver while no request is outstanding, close the
-/// connection (the exchange sees `upstreamClosed`).
 final class UpstreamHTTP1Connection: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
 
     /// The exchange using this connection; nil while idle in the pool.
     weak var exchange: (any UpstreamHTTP1Exchange)?
@@ -39,17 +34,6 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
     private var pendingRead = false
     /// When the connection went back to the pool; the pool's sweep closes it once it has been idle too long.
     var idleSince: NIODeadline?
-
-    private var writer = HTTP1RequestWriter()
-    /// Request bytes not yet passed to the channel: the head, with small body pieces appended to it,
-    /// so a small request leaves as one buffer. Written at `flush()` or before a large body piece.
-    private var outbound: ByteBuffer?
-    private var parser = HTTP1ResponseParser()
-    /// Received bytes the parser could not use yet (part of a head or a chunk-size line).
-    private var inbound: ByteBuffer?
-
-    /// Body pieces up to this size are copied behind the head instead of written separately.
-    private static let coalesceLimit = 16 * 1024
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
@@ -72,10 +56,6 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
         reusable = false
-        // A body that runs until the receiver closes ends here.
-        if let end = parser.endOfInput(), let exchange {
-            exchange.upstreamReceived(end)
-        }
         let exchange = self.exchange
         self.exchange = nil
         onClose?(self)
@@ -85,59 +65,17 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
-        if var held = inbound {
-            inbound = nil
-            held.writeBuffer(&buffer)
-            buffer = held
+        let part = unwrapInboundIn(data)
+        if case .head(let head) = part, head.status.code >= 200 {
+            if !head.isKeepAlive { reusable = false }
         }
-        while true {
-            guard let exchange else {
-                guard buffer.readableBytes == 0 else {
-                    // Bytes from the receiver while no request is outstanding: the connection is out of step.
-                    reusable = false
-                    context.close(promise: nil)
-                    return
-                }
-                break
-            }
-            let part: HTTP1ResponseParser.Part?
-            do {
-                part = try parser.next(&buffer)
-            } catch {
-                // A response the proxy cannot read unambiguously: the connection cannot be trusted any more.
-                reusable = false
-                context.close(promise: nil)
-                return
-            }
-            guard let part else { break }
-            switch part {
-            case .head(let head):
-                if !Self.isKeepAlive(head) || parser.readsUntilClose { reusable = false }
-            case .end:
-                // More bytes right behind a complete response: the receiver is out of step, so the
-                // connection must not go back to the pool when the exchange releases it.
-                if buffer.readableBytes > 0 { reusable = false }
-            case .body:
-                break
-            }
-            exchange.upstreamReceived(part)
+        guard let exchange else {
+            // Bytes from the receiver while no request is outstanding: the connection is out of step.
+            reusable = false
+            context.close(promise: nil)
+            return
         }
-        if buffer.readableBytes > 0 { inbound = buffer }
-    }
-
-    /// Keep-alive unless HTTP/1.0 or `Connection: close`.
-    private static func isKeepAlive(_ head: HTTPResponseHead) -> Bool {
-        guard head.version.minor == 1 else { return false }
-        for (name, value) in head.headers where HTTP1RequestWriter.equalsLowercased(name, "connection") {
-            for token in value.split(separator: ",") {
-                let trimmed = token.drop { $0 == " " || $0 == "\t" }
-                if trimmed.prefix(5).lowercased() == "close", trimmed.dropFirst(5).allSatisfy({ $0 == " " || $0 == "\t" }) {
-                    return false
-                }
-            }
-        }
-        return true
+        exchange.upstreamReceived(part)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -149,7 +87,7 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A reset or other transport error: the connection cannot be trusted any more.
+        // A decode error or reset: the connection cannot be trusted any more.
         reusable = false
         context.close(promise: nil)
     }
@@ -171,67 +109,18 @@ final class UpstreamHTTP1Connection: ChannelDuplexHandler {
         }
     }
 
-    /// Queues one part of the request; `flush()` sends what is queued.
     func write(_ part: HTTPClientRequestPart) {
-        guard let context else { return }
-        switch part {
-        case .head(let head):
-            var out = context.channel.allocator.buffer(capacity: 2048)
-            guard writer.writeHead(head, into: &out) else {
-                // A field that cannot go on the wire as-is (NIO's header validator refused these too).
-                reusable = false
-                context.close(promise: nil)
-                return
-            }
-            writeOutbound(context: context)
-            outbound = out
-        case .body(.byteBuffer(var body)):
-            let length = body.readableBytes
-            // A zero-size chunk would end a chunked body.
-            guard length > 0 else { return }
-            if length <= Self.coalesceLimit {
-                var out = outbound ?? context.channel.allocator.buffer(capacity: length + 16)
-                writer.writeBodyPrefix(length: length, into: &out)
-                out.writeBuffer(&body)
-                writer.writeBodySuffix(into: &out)
-                outbound = out
-            } else {
-                var out = outbound ?? context.channel.allocator.buffer(capacity: 16)
-                writer.writeBodyPrefix(length: length, into: &out)
-                outbound = out
-                writeOutbound(context: context)
-                context.write(wrapOutboundOut(body), promise: nil)
-                var suffix = context.channel.allocator.buffer(capacity: 2)
-                writer.writeBodySuffix(into: &suffix)
-                if suffix.readableBytes > 0 { outbound = suffix }
-            }
-        case .body(.fileRegion):
-            preconditionFailure("request bodies are never file regions")
-        case .end:
-            guard writer.chunked else { return }
-            var out = outbound ?? context.channel.allocator.buffer(capacity: 8)
-            writer.writeEnd(into: &out)
-            outbound = out
-        }
-    }
-
-    private func writeOutbound(context: ChannelHandlerContext) {
-        guard let out = outbound else { return }
-        outbound = nil
-        if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
+        context?.write(wrapOutboundOut(part), promise: nil)
     }
 
     func flush() {
-        guard let context else { return }
-        writeOutbound(context: context)
-        context.flush()
+        context?.flush()
     }
 
     /// Marks the connection unusable and closes it (an aborted exchange leaves it mid-message).
     func abort() {
         reusable = false
         exchange = nil
-        outbound = nil
         context?.close(promise: nil)
     }
 }
@@ -277,6 +166,7 @@ final class UpstreamHTTP1Pool {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .fireError)
                     try sync.addHandler(UpstreamHTTP1Connection())
                 }
             }
