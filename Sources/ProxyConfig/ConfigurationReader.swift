@@ -278,7 +278,7 @@ struct ConfigurationReader {
         let known = Schema.keys(of: path)
         let normalized = normalize(name)
         let scored = known.map { (key: $0, distance: min(
-            editDistance(normalized, normalize($0)),
+            Spelling.distance(normalized, normalize($0)),
             normalized.replacingUnderscores == normalize($0).replacingUnderscores ? 0 : Int.max)) }
         if let best = scored.min(by: { $0.distance < $1.distance }), best.distance <= 2 {
             return "unknown key; did you mean `\(best.key)`?"
@@ -295,24 +295,6 @@ struct ConfigurationReader {
 
     private static func normalize(_ key: String) -> String {
         key.lowercased().replacing("-", with: "_")
-    }
-
-    /// Levenshtein distance over characters.
-    static func editDistance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        if a.isEmpty { return b.count }
-        if b.isEmpty { return a.count }
-        var previous = Array(0...b.count)
-        var current = Array(repeating: 0, count: b.count + 1)
-        for i in 1...a.count {
-            current[0] = i
-            for j in 1...b.count {
-                let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, substitution)
-            }
-            swap(&previous, &current)
-        }
-        return previous[b.count]
     }
 
     // MARK: - Typed values

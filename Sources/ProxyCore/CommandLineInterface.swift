@@ -1,3 +1,5 @@
+import ProxyConfig
+
 /// The command line of `otlp-auth-proxy`: the subcommands `run`, `validate` and `sink`, their
 /// options, help texts and usage errors. A pure function of the arguments, so tests check it
 /// without starting a process; the executable prints what it returns and exits with its code.
@@ -89,7 +91,9 @@ public enum CommandLineInterface {
             return .help(help(subcommand))
         }
         guard let subcommand = subcommands.first(where: { $0.name == first }) else {
-            return .usageError(rootError(first.hasPrefix("-") ? "Unknown option '\(first)'" : "Unknown subcommand '\(first)'"))
+            if first.hasPrefix("-") { return .usageError(rootError("Unknown option '\(first)'")) }
+            let hint = Spelling.closest(to: first, among: subcommands.map(\.name)).map { "; did you mean '\($0)'?" } ?? ""
+            return .usageError(rootError("Unknown subcommand '\(first)'\(hint)"))
         }
         if arguments.contains(where: { $0 == "-h" || $0 == "--help" }) { return .help(help(subcommand)) }
 
@@ -108,7 +112,8 @@ public enum CommandLineInterface {
                 name = String(name[..<equals])
             }
             guard let option = subcommand.options.first(where: { $0.name == name }) else {
-                return .usageError(error("Unknown option '--\(name)'", subcommand))
+                let hint = Spelling.closest(to: name, among: subcommand.options.map(\.name)).map { "; did you mean '--\($0)'?" } ?? ""
+                return .usageError(error("Unknown option '--\(name)'\(hint)", subcommand))
             }
             if value == nil {
                 // A following option is not taken for this one's value.
