@@ -25,13 +25,19 @@ extension OTLPSignal {
 /// gRPC framing facts the relay needs: which requests are gRPC, local trailers-only replies, and
 /// the deadline a client asked for.
 enum GRPC {
-    /// `application/grpc`, `application/grpc+proto`, `application/grpc;…` (any case).
+    /// `application/grpc`, `application/grpc+proto`, `application/grpc;…` (ASCII letters in any
+    /// case, as media types are compared). One pass over the bytes without allocating: this runs on
+    /// every HTTP/2 request.
     static func isGRPC(contentType: String?) -> Bool {
         guard let contentType else { return false }
-        let lower = contentType.lowercased()
-        guard lower.hasPrefix("application/grpc") else { return false }
-        let rest = lower.dropFirst("application/grpc".count)
-        return rest.isEmpty || rest.first == "+" || rest.first == ";"
+        var bytes = contentType.utf8.makeIterator()
+        for expected in "application/grpc".utf8 {
+            guard var byte = bytes.next() else { return false }
+            if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { byte |= 0x20 }
+            guard byte == expected else { return false }
+        }
+        guard let next = bytes.next() else { return true }
+        return next == UInt8(ascii: "+") || next == UInt8(ascii: ";")
     }
 
     /// A trailers-only response: `:status 200`, content type, `grpc-status`, `grpc-message`, sent

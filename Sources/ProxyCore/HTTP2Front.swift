@@ -205,15 +205,17 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 session.consume(streamID: streamID, bytes: data.readableBytes)
             }
         case .dataSent(let streamID, let bytes):
-            if responseProgress[streamID] != nil { responseProgress[streamID] = .now() }
+            if !responseProgress.isEmpty, let index = responseProgress.index(forKey: streamID) {
+                responseProgress.values[index] = .now()
+            }
             held.release(streamID, bytes)
             exchanges[streamID]?.clientTookResponseBytes(bytes)
         case .streamReset(let streamID, _):
-            responseProgress.removeValue(forKey: streamID)
+            if !responseProgress.isEmpty { responseProgress.removeValue(forKey: streamID) }
             exchanges.removeValue(forKey: streamID)?.clientGone()
             held.releaseStream(streamID)
         case .streamClosed(let streamID, let code):
-            responseProgress.removeValue(forKey: streamID)
+            if !responseProgress.isEmpty { responseProgress.removeValue(forKey: streamID) }
             exchanges.removeValue(forKey: streamID)?.clientStreamClosed(errorCode: code)
             held.releaseStream(streamID)
         case .goaway, .remoteSettings:
@@ -502,7 +504,6 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             default: break
             }
         }
-        encoding = OTLPEncoding(contentType: contentType)
         let limits = runtime.limits
 
         if GRPC.isGRPC(contentType: contentType) {
@@ -516,6 +517,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             requestLog.setSignal(signal)
             scanner = GRPCMessageScanner(maxMessageSize: limits.maxRecvMsgSize)
         } else {
+            // Only an OTLP/HTTP reply has a body whose encoding follows the request's.
+            encoding = OTLPEncoding(contentType: contentType)
             guard let signal = OTLPSignal(httpTarget: path) else {
                 target = .http(.traces)
                 reply(.notFound, reason: "unknown_path")

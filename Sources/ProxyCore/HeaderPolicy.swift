@@ -36,6 +36,24 @@ public struct HeaderPolicy: Sendable {
         "proxy-authorization", "proxy-authenticate", "expect", "http2-settings",
     ]
 
+    /// Whether a lower-case name is in `hopByHop`. Compares only against the names of the same
+    /// length, instead of hashing every forwarded name (this runs for each field of each request
+    /// and response).
+    static func isHopByHop(_ lower: String) -> Bool {
+        switch lower.utf8.count {
+        case 2: return lower == "te"
+        case 6: return lower == "expect"
+        case 7: return lower == "trailer" || lower == "upgrade"
+        case 10: return lower == "connection" || lower == "keep-alive"
+        case 14: return lower == "http2-settings"
+        case 16: return lower == "proxy-connection"
+        case 17: return lower == "transfer-encoding"
+        case 18: return lower == "proxy-authenticate"
+        case 19: return lower == "proxy-authorization"
+        default: return false
+        }
+    }
+
     /// Headers a `Connection:` list can never remove: they frame the message or identify the target.
     static let framing: Set<String> = ["content-length", "host", "content-type", "content-encoding"]
 
@@ -49,7 +67,7 @@ public struct HeaderPolicy: Sendable {
             let lower = Self.lowercased(name)
             if lower.utf8.first == UInt8(ascii: ":") { continue }
             if lower == tenantHeaderLowercased || (!ownedHeaders.isEmpty && ownedHeaders.contains(lower)) { continue }
-            if Self.hopByHop.contains(lower) { continue }
+            if Self.isHopByHop(lower) { continue }
             if !forwardAuthorization && lower == "authorization" { continue }
             if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
             forward(name, lower, value)
@@ -113,7 +131,7 @@ public struct HeaderPolicy: Sendable {
         for (name, value) in fields {
             let lower = Self.lowercased(name)
             if lower.utf8.first == UInt8(ascii: ":") { continue }
-            if Self.hopByHop.contains(lower) { continue }
+            if Self.isHopByHop(lower) { continue }
             if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
             forward(name, lower, value)
         }

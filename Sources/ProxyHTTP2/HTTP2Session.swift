@@ -268,7 +268,7 @@ public final class HTTP2Session {
         guard role == .server else {
             throw HTTP2Error(kind: .invalidArgument, description: "only a server session submits responses")
         }
-        guard streams[streamID] != nil else {
+        guard let index = streams.index(forKey: streamID) else {
             throw HTTP2Error(kind: .streamNotFound, description: "no open HTTP/2 stream \(streamID)")
         }
         let rc: Int32
@@ -283,7 +283,8 @@ public final class HTTP2Session {
             }
         }
         guard rc == 0 else { throw Self.submitError(rc, "response HEADERS on stream \(streamID)") }
-        streams[streamID]?.providerAttached = !endStream
+        // Submitting only queues the frame (no callbacks run), so `index` is still valid.
+        streams.values[index].providerAttached = !endStream
     }
 
     /// Client: a new request stream; returns its id. With endStream false a data provider is attached.
@@ -314,34 +315,38 @@ public final class HTTP2Session {
     /// Queues DATA (copied into frames when flow control allows; resumes a deferred provider).
     public func submitData(streamID: Int32, _ data: ByteBuffer, endStream: Bool) throws(HTTP2Error) {
         let session = try liveSession()
-        guard let state = streams[streamID] else {
-            throw HTTP2Error(kind: .streamNotFound, description: "no open HTTP/2 stream \(streamID)")
-        }
-        guard state.providerAttached, !state.endQueued else {
-            throw HTTP2Error(kind: .streamClosed, description: "HTTP/2 stream \(streamID) has already ended its outbound side")
-        }
+        let index = try openOutbound(streamID)
         if data.readableBytes == 0 && !endStream { return }
-        streams[streamID]?.enqueue(data, endStream: endStream)
-        try resumeIfDeferred(session, streamID)
+        streams.values[index].enqueue(data, endStream: endStream)
+        try resumeIfDeferred(session, streamID, at: index)
     }
 
     /// Queues trailers; sent (with END_STREAM) after all queued DATA.
     public func submitTrailers(streamID: Int32, fields: [HTTP2HeaderField]) throws(HTTP2Error) {
         let session = try liveSession()
-        guard let state = streams[streamID] else {
-            throw HTTP2Error(kind: .streamNotFound, description: "no open HTTP/2 stream \(streamID)")
-        }
-        guard state.providerAttached, !state.endQueued else {
-            throw HTTP2Error(kind: .streamClosed, description: "HTTP/2 stream \(streamID) has already ended its outbound side")
-        }
-        streams[streamID]?.trailers = fields
-        streams[streamID]?.endQueued = true
-        try resumeIfDeferred(session, streamID)
+        let index = try openOutbound(streamID)
+        streams.values[index].trailers = fields
+        streams.values[index].endQueued = true
+        try resumeIfDeferred(session, streamID, at: index)
     }
 
-    private func resumeIfDeferred(_ session: OpaquePointer, _ streamID: Int32) throws(HTTP2Error) {
-        guard streams[streamID]?.deferred == true else { return }
-        streams[streamID]?.deferred = false
+    /// The position of `streamID` in `streams` (looked up once per call: the stream id is hashed on
+    /// every DATA and trailers submission) when its outbound side is still open.
+    private func openOutbound(_ streamID: Int32) throws(HTTP2Error) -> Dictionary<Int32, StreamState>.Index {
+        guard let index = streams.index(forKey: streamID) else {
+            throw HTTP2Error(kind: .streamNotFound, description: "no open HTTP/2 stream \(streamID)")
+        }
+        guard streams.values[index].providerAttached, !streams.values[index].endQueued else {
+            throw HTTP2Error(kind: .streamClosed, description: "HTTP/2 stream \(streamID) has already ended its outbound side")
+        }
+        return index
+    }
+
+    private func resumeIfDeferred(
+        _ session: OpaquePointer, _ streamID: Int32, at index: Dictionary<Int32, StreamState>.Index
+    ) throws(HTTP2Error) {
+        guard streams.values[index].deferred else { return }
+        streams.values[index].deferred = false
         let rc = nghttp2_session_resume_data(session, streamID)
         guard rc == 0 else { throw Self.submitError(rc, "resuming DATA on stream \(streamID)") }
     }
@@ -505,7 +510,7 @@ public final class HTTP2Session {
     }
 
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
-        callerResets.remove(streamID)
+        if !callerResets.isEmpty { callerResets.remove(streamID) }
         guard let state = streams.removeValue(forKey: streamID) else { return }
         if state.localOpened { localOpenCount -= 1 }
         pendingEvents.append(.streamClosed(streamID: streamID, errorCode: HTTP2ErrorCode(wire: errorCode)))
@@ -563,37 +568,33 @@ public final class HTTP2Session {
     /// otherwise defers until `submitData` / `submitTrailers` resume it.
     fileprivate func readData(session: OpaquePointer, streamID: Int32, into out: UnsafeMutableRawBufferPointer,
                               flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard streams[streamID] != nil else {
+        guard let index = streams.index(forKey: streamID) else {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             return 0
         }
-        let copied = streams[streamID]!.take(into: out)
-        let state = streams[streamID]!
+        let (copied, step) = streams.values[index].provide(into: out)
         if copied > 0 {
             pendingEvents.append(.dataSent(streamID: streamID, bytes: copied))
         }
-        guard state.queuedBytes == 0 else { return copied }
-        if state.endQueued {
+        switch step {
+        case .more:
+            return copied
+        case .deferred:
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        case .end:
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
-            streams[streamID]!.providerAttached = false
-            if let trailers = state.trailers {
-                flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-                streams[streamID]!.trailers = nil
-                let rc = Self.withNameValues(trailers) { nva, count in
-                    nghttp2_submit_trailer(session, streamID, nva, count)
-                }
-                if rc != 0 {
-                    callbackError = Self.submitError(rc, "trailers on stream \(streamID)")
-                    return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue)
-                }
+            return copied
+        case .endWithTrailers(let trailers):
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+            let rc = Self.withNameValues(trailers) { nva, count in
+                nghttp2_submit_trailer(session, streamID, nva, count)
+            }
+            if rc != 0 {
+                callbackError = Self.submitError(rc, "trailers on stream \(streamID)")
+                return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue)
             }
             return copied
         }
-        if copied == 0 {
-            streams[streamID]!.deferred = true
-            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
-        }
-        return copied
     }
 
     // MARK: Helpers
@@ -603,32 +604,51 @@ public final class HTTP2Session {
         nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readDataCallback)
     }
 
-    /// Lays out `fields` as nghttp2_nv entries pointing into one byte array that stays alive
-    /// for the duration of `body` (nghttp2 copies names and values while submitting).
+    /// Lays out `fields` as nghttp2_nv entries pointing into one byte buffer that stays alive
+    /// for the duration of `body` (nghttp2 copies names and values while submitting). Both the bytes
+    /// and the entries are temporary allocations (on the stack when small): this runs for every
+    /// HEADERS and trailers block sent.
     private static func withNameValues<R>(_ fields: [HTTP2HeaderField],
                                           _ body: (UnsafePointer<nghttp2_nv>?, Int) -> R) -> R {
-        var storage: [UInt8] = []
-        storage.reserveCapacity(fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count })
-        var spans: [(name: Int, nameCount: Int, value: Int, valueCount: Int, flags: UInt8)] = []
-        spans.reserveCapacity(fields.count)
-        for field in fields {
-            let nameStart = storage.count
-            storage.append(contentsOf: field.name.utf8)
-            let valueStart = storage.count
-            storage.append(contentsOf: field.value.utf8)
-            let flags = field.neverIndex ? NGHTTP2_NV_FLAG_NO_INDEX.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue
-            spans.append((nameStart, valueStart - nameStart, valueStart, storage.count - valueStart, UInt8(flags)))
-        }
-        // nghttp2 never reads through a zero-length pointer, but it must not be null either.
-        storage.append(0)
-        return storage.withUnsafeMutableBufferPointer { bytes in
-            let base = bytes.baseAddress!
-            let nva = spans.map { span in
-                nghttp2_nv(name: base + span.name, value: base + span.value,
-                           namelen: span.nameCount, valuelen: span.valueCount, flags: span.flags)
+        // One byte more than the fields need: nghttp2 never reads through a zero-length pointer,
+        // but it must point into the buffer and not be null.
+        var total = 1
+        for field in fields { total += field.name.utf8.count + field.value.utf8.count }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: total) { storage in
+            let base = storage.baseAddress!
+            base.initialize(repeating: 0, count: total)
+            return withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(fields.count, 1)) { nva in
+                var offset = 0
+                for (position, field) in fields.enumerated() {
+                    let name = base + offset
+                    let nameCount = copyUTF8(field.name, to: name)
+                    offset += nameCount
+                    let value = base + offset
+                    let valueCount = copyUTF8(field.value, to: value)
+                    offset += valueCount
+                    let flags = field.neverIndex ? NGHTTP2_NV_FLAG_NO_INDEX.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue
+                    (nva.baseAddress! + position).initialize(
+                        to: nghttp2_nv(name: name, value: value, namelen: nameCount, valuelen: valueCount, flags: UInt8(flags)))
+                }
+                return body(UnsafePointer(nva.baseAddress!), fields.count)
             }
-            return nva.withUnsafeBufferPointer { body($0.baseAddress, $0.count) }
         }
+    }
+
+    /// Copies the UTF-8 bytes of `string` to `start` (room for `string.utf8.count` bytes); returns how many.
+    private static func copyUTF8(_ string: String, to start: UnsafeMutablePointer<UInt8>) -> Int {
+        if let count = string.utf8.withContiguousStorageIfAvailable({ bytes -> Int in
+            if let source = bytes.baseAddress { start.update(from: source, count: bytes.count) }
+            return bytes.count
+        }) {
+            return count
+        }
+        var count = 0
+        for byte in string.utf8 {
+            start[count] = byte
+            count += 1
+        }
+        return count
     }
 
     private static func libraryText(_ code: Int32) -> String {
@@ -682,6 +702,36 @@ private struct StreamState {
             queuedBytes += data.readableBytes
         }
         if endStream { endQueued = true }
+    }
+
+    /// What the DATA provider does after copying queued bytes.
+    enum ProviderStep {
+        /// More queued bytes, or more may come: the frame carries what was copied.
+        case more
+        /// Nothing queued and the caller has not ended the stream: wait for `nghttp2_session_resume_data`.
+        case deferred
+        /// The queue is empty and the caller ended the stream: END_STREAM on this frame.
+        case end
+        /// The same, but the stream ends with these trailers instead.
+        case endWithTrailers([HTTP2HeaderField])
+    }
+
+    /// One call of the DATA provider: moves queued bytes into `out` and says how the frame ends.
+    /// Updates the flags the provider's answer implies (detached at the end, deferred while waiting).
+    mutating func provide(into out: UnsafeMutableRawBufferPointer) -> (copied: Int, step: ProviderStep) {
+        let copied = take(into: out)
+        guard queuedBytes == 0 else { return (copied, .more) }
+        if endQueued {
+            providerAttached = false
+            guard let trailers else { return (copied, .end) }
+            self.trailers = nil
+            return (copied, .endWithTrailers(trailers))
+        }
+        if copied == 0 {
+            deferred = true
+            return (0, .deferred)
+        }
+        return (copied, .more)
     }
 
     /// Moves up to `out.count` queued bytes into `out`; returns how many.

@@ -5,6 +5,18 @@ import XCTest
 @testable import ProxyCore
 
 final class GRPCTests: XCTestCase {
+
+    func testIsGRPC_ASCIICaseOnly_ExactPrefix() {
+        XCTAssertTrue(GRPC.isGRPC(contentType: "APPLICATION/GRPC+json"))
+        XCTAssertTrue(GRPC.isGRPC(contentType: "application/grpc;"))
+        XCTAssertFalse(GRPC.isGRPC(contentType: "application/grp"))
+        XCTAssertFalse(GRPC.isGRPC(contentType: ""))
+        XCTAssertFalse(GRPC.isGRPC(contentType: " application/grpc"))
+        XCTAssertFalse(GRPC.isGRPC(contentType: "application/grpcx"))
+        // Only ASCII letters fold: a dotted capital I is not an "i".
+        XCTAssertFalse(GRPC.isGRPC(contentType: "applİcation/grpc"))
+        XCTAssertFalse(GRPC.isGRPC(contentType: "application/grpc\u{301}"))
+    }
     func testRouting_OnlyTheThreeExportMethods() {
         XCTAssertEqual(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.trace.v1.TraceService/Export"), .traces)
         XCTAssertEqual(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"), .metrics)

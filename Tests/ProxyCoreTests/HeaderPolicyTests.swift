@@ -7,6 +7,17 @@ import XCTest
 final class HeaderPolicyTests: XCTestCase {
     let policy = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: false)
 
+    func testHopByHopCheck_MatchesTheListExactly() {
+        for name in HeaderPolicy.hopByHop {
+            XCTAssertTrue(HeaderPolicy.isHopByHop(name), name)
+        }
+        for name in ["t", "tee", "trailers", "upgrades", "connections", "keep-alivE", "expects", "http2-setting",
+                     "proxy-connectio", "transfer-encodin", "proxy-authenticat", "proxy-authorizatio",
+                     "content-length", "x-scope-orgid", "authorization", ""] {
+            XCTAssertFalse(HeaderPolicy.isHopByHop(name), name)
+        }
+    }
+
     func testRewrite_ClientTenantCopies_AllDropped_ExactlyOneSet() {
         let client = HTTPHeaders([
             ("Host", "proxy:4318"), ("X-Scope-OrgID", "evil"), ("x-scope-orgid", "evil2"),

@@ -5,6 +5,26 @@ import XCTest
 final class HTTP2SessionTests: XCTestCase {
     // MARK: Requests, responses, trailers
 
+    func testHeaderFields_EmptyLongAndNonASCIIValues_ArriveExactly() throws {
+        let pair = try SessionPair()
+        // Values past any small-buffer size, empty ones and multi-byte UTF-8 must all be laid out
+        // for nghttp2 at the right offsets.
+        let extra = [
+            HTTP2HeaderField(name: "x-empty", value: ""),
+            HTTP2HeaderField(name: "x-long", value: String(repeating: "v", count: 5000)),
+            HTTP2HeaderField(name: "x-utf8", value: "grüße-日本"),
+            HTTP2HeaderField(name: "authorization", value: "Bearer t0ken", neverIndex: true),
+            HTTP2HeaderField(name: "x-last", value: "z"),
+        ]
+        let id = try pair.client.submitRequest(fields: requestFields(extra: extra), endStream: true)
+        try pair.pump()
+        guard case .headers(id, let fields, .request, true)? =
+                pair.serverEvents.first(where: { if case .headers = $0 { return true } else { return false } }) else {
+            return XCTFail("server saw no request headers: \(pair.serverEvents)")
+        }
+        XCTAssertEqual(fields, requestFields(extra: extra))
+    }
+
     func testRequestWithBody_ServerSeesRequestHeadersDataChunksAndEnd() throws {
         let pair = try SessionPair()
         let id = try pair.client.submitRequest(
