@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import random
 import re
 import secrets
 import signal
@@ -184,8 +185,28 @@ class Tokens:
         return "Tokens(plain=<hidden>, hashed=<hidden>)"
 
 
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A port nothing listens on right now (bound and released)."""
+    """A port nothing listens on right now (bound and released), below the kernel's ephemeral range:
+    a test often starts its listener on the port later (a receiver that comes up late), and meanwhile
+    an outgoing connection could otherwise be given the same port as its local port, so the late
+    bind fails with EADDRINUSE."""
+    low, _ = _ephemeral_port_range()
+    for _ in range(200):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
