@@ -559,50 +559,18 @@ extension ConfigurationReader {
 
     /// https, or http only to a loopback host; nil when fine.
     static func httpsURLProblem(_ text: String) -> String? {
-        guard let (scheme, host) = Self.schemeAndHost(text) else {
-            return "\(quote(text)) is not a URL; write e.g. https://idp.example.com/.well-known/jwks.json"
+        let url: FetchURL
+        do {
+            url = try FetchURL(parsing: text)
+        } catch {
+            return "\(quote(error.shown)) is not a URL the keys can be fetched from: \(error.reason); "
+                + "write e.g. https://idp.example.com/.well-known/jwks.json"
         }
-        switch scheme {
-        case "https":
-            return nil
-        case "http":
-            let bare = String(host.drop(while: { $0 == "[" }).reversed().drop(while: { $0 == "]" }).reversed()).lowercased()
-            if bare == "localhost" || bare == "::1" || bare.hasPrefix("127.") { return nil }
-            return "\(quote(text)) uses plain http to a host that is not loopback: keys fetched that way can be "
-                + "replaced by anyone on the path; use https (http is accepted only for 127.0.0.1, [::1] and localhost)"
-        default:
-            return "\(quote(text)) must be an https URL"
-        }
-    }
-
-    /// The lowercased scheme and the host of an absolute URL (`scheme://[userinfo@]host[:port][/…]`),
-    /// or nil when `text` is not one: no scheme, no `//`, an empty host, or characters a URL cannot hold.
-    static func schemeAndHost(_ text: String) -> (scheme: String, host: String)? {
-        let forbidden: Set<Character> = [" ", "\"", "<", ">", "\\", "^", "`", "{", "|", "}"]
-        guard text.allSatisfy({ $0.isASCII && !forbidden.contains($0) && !($0.asciiValue.map { $0 < 0x21 || $0 == 0x7F } ?? true) }),
-              let colon = text.firstIndex(of: ":")
-        else { return nil }
-        let scheme = text[..<colon]
-        guard let first = scheme.first, first.isLetter,
-              scheme.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." })
-        else { return nil }
-        let rest = text[text.index(after: colon)...]
-        guard rest.hasPrefix("//") else { return nil }
-        let authority = rest.dropFirst(2).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-        let hostAndPort = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
-        let host: Substring
-        if hostAndPort.hasPrefix("[") {
-            guard let close = hostAndPort.firstIndex(of: "]") else { return nil }
-            host = hostAndPort[...close]
-            let after = hostAndPort[hostAndPort.index(after: close)...]
-            guard after.isEmpty || (after.hasPrefix(":") && after.dropFirst().allSatisfy(\.isNumber)) else { return nil }
-        } else {
-            host = hostAndPort.prefix { $0 != ":" }
-            let port = hostAndPort.dropFirst(host.count)
-            guard port.isEmpty || port.dropFirst().allSatisfy(\.isNumber) else { return nil }
-        }
-        guard !host.isEmpty else { return nil }
-        return (scheme.lowercased(), String(host))
+        guard !url.isHTTPS else { return nil }
+        let host = url.host.lowercased()
+        if host == "localhost" || host == "::1" || host.hasPrefix("127.") { return nil }
+        return "\(quote(text)) uses plain http to a host that is not loopback: keys fetched that way can be "
+            + "replaced by anyone on the path; use https (http is accepted only for 127.0.0.1, [::1] and localhost)"
     }
 
     /// A secret file that exists must hold at least 32 bytes after one trailing newline is trimmed.

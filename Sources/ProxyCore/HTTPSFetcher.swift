@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ProxyConfig
 import ProxyTLS
 
 /// Fetches small documents (JWKS, OIDC discovery) with a GET over HTTPS on the proxy's own

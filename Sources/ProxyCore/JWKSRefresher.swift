@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ProxyAuth
+import ProxyConfig
 import ProxyJSON
 
 /// Keeps the signing keys of JWT providers with a remote key source (`jwks_url`, or OIDC discovery

@@ -249,6 +249,15 @@ final class AuthValidationTests: XCTestCase {
             "not a URL")
     }
 
+    /// `validate` refuses what start-up would: user information in a jwks_url, without repeating it.
+    func testJWT_JWKSURL_UserInformation_RefusedWithoutShowingIt() {
+        let message = onlyProblem(
+            "auth.jwt.providers[0].jwks_url",
+            in: yaml(auth: provider("algorithms: [ES256], jwks_url: \"http://keys:s3cr3t@idp.example.com/jwks.json\"")))
+        assertContains(message, "user information", "not a URL")
+        XCTAssertFalse(message.contains("s3cr3t"), message)
+    }
+
     func testJWT_Discovery_IssuerMustBeHTTPS() {
         let text = yaml(auth: "jwt: { providers: [ { name: a, issuer: corp-idp, audiences: [x], algorithms: [ES256] } ] }")
         assertContains(onlyProblem("auth.jwt.providers[0].issuer", in: text), "OIDC discovery")

@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import ProxyCore
+@testable import ProxyConfig
 
 /// The strict URL parser for `jwks_url`, the OIDC discovery document and the `jwks_uri` it names.
 final class FetchURLTests: XCTestCase {

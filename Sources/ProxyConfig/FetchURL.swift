@@ -1,5 +1,3 @@
-import NIOCore
-
 /// An absolute `https` (or `http`) URL the proxy fetches keys from: a `jwks_url`, an issuer's OIDC
 /// discovery document, or the `jwks_uri` that document names. Parsed strictly, so what is fetched
 /// is exactly what the configuration says: scheme, host (a DNS name, an IPv4 address or a bracketed
@@ -8,37 +6,45 @@ import NIOCore
 /// 1...65535, spaces, control and non-ASCII characters, and characters RFC 3986 does not allow.
 ///
 /// Whether plain `http` is acceptable (loopback only) is the configuration's rule, checked there.
-struct FetchURL: Sendable, Hashable, CustomStringConvertible {
+public struct FetchURL: Sendable, Hashable, CustomStringConvertible {
     /// `https` or `http`, lowercased.
-    let scheme: String
+    public let scheme: String
     /// The host without brackets: `idp.example.com`, `10.0.0.1`, `::1`.
-    let host: String
+    public let host: String
     /// The port as written, or nil for the scheme's default.
-    let port: Int?
+    public let port: Int?
     /// Path and query for the request line; `/` when the URL has no path.
-    let target: String
+    public let target: String
     /// The URL as written.
-    let text: String
+    public let text: String
 
-    var isHTTPS: Bool { scheme == "https" }
-    var effectivePort: Int { port ?? (isHTTPS ? 443 : 80) }
+    public var isHTTPS: Bool { scheme == "https" }
+    public var effectivePort: Int { port ?? (isHTTPS ? 443 : 80) }
 
     /// The `Host` header: the host (bracketed when IPv6) and the port when one was written.
-    var hostHeader: String {
+    public var hostHeader: String {
         let name = host.contains(":") ? "[\(host)]" : host
         return port.map { "\(name):\($0)" } ?? name
     }
 
-    var description: String { text }
+    public var description: String { text }
 
-    /// Why a text is not a URL the proxy fetches from; the message quotes it and says what to write.
-    struct Problem: Error, Equatable, CustomStringConvertible {
-        var description: String
+    /// Why a text is not a URL the proxy fetches from; the message quotes it (without any user
+    /// information, which may be a password) and says what to write.
+    public struct Problem: Error, Equatable, CustomStringConvertible {
+        /// What is wrong, e.g. "no scheme (https://)".
+        public var reason: String
+        /// The text as it may be shown.
+        public var shown: String
+
+        public var description: String {
+            "\"\(shown)\" is not a usable URL: \(reason); write e.g. https://idp.example.com/.well-known/jwks.json"
+        }
     }
 
-    init(parsing text: String) throws(Problem) {
+    public init(parsing text: String) throws(Problem) {
         func refuse(_ reason: String, shown: String = text) -> Problem {
-            Problem(description: "\"\(shown)\" is not a usable URL: \(reason); write e.g. https://idp.example.com/.well-known/jwks.json")
+            Problem(reason: reason, shown: shown)
         }
         let bytes = Array(text.utf8)
         guard let separator = Self.firstIndex(of: Array("://".utf8), in: bytes) else {
@@ -65,8 +71,8 @@ struct FetchURL: Sendable, Hashable, CustomStringConvertible {
         if authority.first == UInt8(ascii: "[") {
             guard let close = authority.firstIndex(of: UInt8(ascii: "]")) else { throw refuse("an IPv6 address without its closing ]") }
             host = String(decoding: authority[(authority.startIndex + 1)..<close], as: UTF8.self)
-            // NIO parses the address with inet_pton: only a real IPv6 literal passes (no zone id).
-            guard host.contains(":"), (try? SocketAddress(ipAddress: host, port: 0)) != nil else {
+            // Only a real IPv6 literal passes (no zone id), as for listener addresses.
+            guard Endpoint.ipv6Groups(Substring(host)) != nil else {
                 throw refuse("[\(host)] is not an IPv6 address")
             }
             let after = authority[(close + 1)...]
