@@ -62,15 +62,7 @@ public struct BearerTokenTable: Sendable {
         do {
             bytes = try SystemFile.read(path, maxBytes: YAML.defaultMaximumBytes)
         } catch {
-            let reason: String
-            switch error.kind {
-            case .notFound: reason = "no such file"
-            case .permissionDenied: reason = "permission denied; make it readable by the user the proxy runs as"
-            case .isDirectory: reason = "it is a directory"
-            case .tooLarge(let limit): reason = "it is larger than \(limit / (1024 * 1024)) MiB"
-            case .other: reason = error.reason
-            }
-            throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(reason)"])
+            throw AuthConfigurationError(file: path, problems: ["cannot read the file: \(error.explanation)"])
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw AuthConfigurationError(file: path, problems: ["cannot read the file: it is not UTF-8 text; save it as UTF-8"])

@@ -23,13 +23,11 @@ extension ProxyConfiguration {
                     + "(a relative path resolves against the current directory, \(currentDirectory))")
             case .isDirectory:
                 throw fail("cannot read \(path): it is a directory; give the path of the YAML file inside it")
-            case .permissionDenied:
-                throw fail("cannot read \(path): permission denied; make it readable by the user the proxy runs as")
-            case .tooLarge(let limit):
-                throw fail("cannot read \(path): it is larger than \(limit / (1024 * 1024)) MiB; a configuration file "
-                    + "is a few KiB, check that the path names the right file")
-            case .other:
-                throw fail("cannot read \(path): \(error.reason)")
+            case .tooLarge:
+                throw fail("cannot read \(path): \(error.explanation); a configuration file is a few KiB, check that "
+                    + "the path names the right file")
+            case .permissionDenied, .other:
+                throw fail("cannot read \(path): \(error.explanation)")
             }
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {

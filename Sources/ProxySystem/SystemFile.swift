@@ -27,6 +27,17 @@ public enum SystemFile {
         public var reason: String
 
         public var description: String { "cannot read \(path): \(reason)" }
+
+        /// Why, with what to do about it, for messages that name the file themselves.
+        public var explanation: String {
+            switch kind {
+            case .notFound: return "no such file"
+            case .isDirectory: return "it is a directory"
+            case .permissionDenied: return "permission denied; make it readable by the user the proxy runs as"
+            case .tooLarge(let limit): return "it is larger than \(limit / (1024 * 1024)) MiB"
+            case .other: return reason
+            }
+        }
     }
 
     /// The file's bytes. Refuses directories and files larger than `maxBytes` (default 64 MiB); a file
