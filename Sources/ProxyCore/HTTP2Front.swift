@@ -442,6 +442,17 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     private var responseScanner = GRPCMessageScanner(maxMessageSize: .max)
     /// Request bytes written to an HTTP/1.1 receiver that is not writable: consumed when it is.
     private var unconsumed = 0
+    /// The OTLP/HTTP request's declared Content-Length. The HTTP/1.1 receiver must not hold a
+    /// complete request before the client's stream has ended within it: the last declared byte
+    /// (for a declared zero, the head) waits for END_STREAM, so a stream that goes on to carry
+    /// more than it declared is reset while the receiver's request is still incomplete.
+    private var declaredLength: Int?
+    /// Request body bytes written to the HTTP/1.1 receiver.
+    private var forwardedBytes = 0
+    /// The tail of the body kept back until END_STREAM (at most the last declared byte).
+    private var heldBody: ByteBuffer?
+    /// The head of a request declared empty whose stream has not ended yet.
+    private var heldHead: HTTPRequestHead?
     /// Watches the receiver, through the connection's check (`upstreamDeadline`): no response head within
     /// `upstream.timeout` is DEADLINE_EXCEEDED / 504; once the response has started, silence for as long
     /// ends the stream as an upstream failure. Since when the request has waited; nil while not waiting.
@@ -530,7 +541,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
                 reply(.methodNotAllowed, reason: "method")
                 return
             }
-            if let declared = contentLength.first.flatMap(Int.init), declared > limits.maxRequestBodySize {
+            declaredLength = contentLength.first.flatMap(Int.init)
+            if let declared = declaredLength, declared > limits.maxRequestBodySize {
                 reply(.bodyTooLarge, reason: "body_limit")
                 return
             }
@@ -808,7 +820,11 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
             upstream.exchange = self
             upstream.holdReads(!connection.isWritable)
             phase = .h1(connection: upstream)
-            upstream.write(.head(head))
+            if declaredLength == 0 && !requestComplete {
+                heldHead = head
+            } else {
+                upstream.write(.head(head))
+            }
             if requestComplete && pending.isEmpty { upstream.write(.end(nil)) }
             for (data, end) in pending { writeToHTTP1(upstream, data: data, endStream: end, flush: false) }
             upstream.flush()
@@ -817,17 +833,44 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     }
 
     private func writeToHTTP1(_ upstream: UpstreamHTTP1Connection, data: ByteBuffer, endStream: Bool, flush: Bool = true) {
-        if data.readableBytes > 0 { upstream.write(.body(.byteBuffer(data))) }
+        let size = data.readableBytes
+        var sendable = data
+        if endStream {
+            if let head = heldHead {
+                upstream.write(.head(head))
+                heldHead = nil
+            }
+            if var held = heldBody {
+                held.writeImmutableBuffer(data)
+                sendable = held
+                heldBody = nil
+            }
+        } else if heldHead != nil {
+            // Declared empty and not ended: any DATA is a length mismatch the session resets.
+            sendable.clear()
+        } else if let declared = declaredLength, forwardedBytes + size >= declared {
+            let now = max(0, declared - 1 - forwardedBytes)
+            sendable = data.getSlice(at: data.readerIndex, length: now)!
+            let tail = data.getSlice(at: data.readerIndex + now, length: size - now)!
+            if var held = heldBody {
+                held.writeImmutableBuffer(tail)
+                heldBody = held
+            } else {
+                heldBody = tail
+            }
+        }
+        forwardedBytes += sendable.readableBytes
+        if sendable.readableBytes > 0 { upstream.write(.body(.byteBuffer(sendable))) }
         if endStream {
             upstream.write(.end(nil))
             startResponseTimer()
         }
         if flush || endStream { upstream.flush() }
         if upstream.isWritable {
-            connection.consume(streamID, bytes: data.readableBytes + unconsumed)
+            connection.consume(streamID, bytes: size + unconsumed)
             unconsumed = 0
         } else {
-            unconsumed += data.readableBytes
+            unconsumed += size
         }
     }
 

@@ -746,34 +746,39 @@ def h2_raw_request(port: int, ca_file: str, headers: list[tuple[str, str]], body
         if body or extra_data:
             connection.send(frame(DATA, 0, 1, body))
             connection.send(frame(DATA, END_STREAM, 1, extra_data))
-        deadline = time.monotonic() + CLOSE_WITHIN
-        outcome = H2Outcome(None, None, None, False)
-        decoder = Decoder()
-        seen = 0
-        while time.monotonic() < deadline:
-            connection._read(timeout=0.2)
-            for kind, flags, stream, payload in connection.frames[seen:]:
-                seen += 1
-                if kind == HEADERS:
-                    fields = decoder.decode(payload)
-                    if stream == 1 and outcome.status is None:
-                        outcome.status = int(dict(fields).get(":status", 0)) or None
-                    if stream == 1 and flags & END_STREAM:
-                        return finish(outcome, connection)
-                elif kind == DATA and stream == 1 and flags & END_STREAM:
-                    return finish(outcome, connection)
-                elif kind == RST_STREAM and stream == 1:
-                    outcome.reset = int.from_bytes(payload[:4], "big")
-                    return finish(outcome, connection)
-                elif kind == GOAWAY:
-                    outcome.goaway = int.from_bytes(payload[4:8], "big")
-                    return finish(outcome, connection)
-            if connection.eof:
-                outcome.closed = True
-                return outcome
-        return outcome
+        return h2_stream_outcome(connection)
     finally:
         connection.close()
+
+
+def h2_stream_outcome(connection: RawH2) -> H2Outcome:
+    """Waits for the fate of stream 1: its response ends, it is reset, or the connection goes."""
+    deadline = time.monotonic() + CLOSE_WITHIN
+    outcome = H2Outcome(None, None, None, False)
+    decoder = Decoder()
+    seen = 0
+    while time.monotonic() < deadline:
+        connection._read(timeout=0.2)
+        for kind, flags, stream, payload in connection.frames[seen:]:
+            seen += 1
+            if kind == HEADERS:
+                fields = decoder.decode(payload)
+                if stream == 1 and outcome.status is None:
+                    outcome.status = int(dict(fields).get(":status", 0)) or None
+                if stream == 1 and flags & END_STREAM:
+                    return finish(outcome, connection)
+            elif kind == DATA and stream == 1 and flags & END_STREAM:
+                return finish(outcome, connection)
+            elif kind == RST_STREAM and stream == 1:
+                outcome.reset = int.from_bytes(payload[:4], "big")
+                return finish(outcome, connection)
+            elif kind == GOAWAY:
+                outcome.goaway = int.from_bytes(payload[4:8], "big")
+                return finish(outcome, connection)
+        if connection.eof:
+            outcome.closed = True
+            return outcome
+    return outcome
 
 
 def finish(outcome: H2Outcome, connection: RawH2) -> H2Outcome:
@@ -868,3 +873,80 @@ def test_h2_content_length_shorter_than_data_refused_no_request_completed_upstre
     assert outcome.refused, outcome.describe()
     assert_no_complete_request(upstream)
     assert b"smuggled" not in upstream.raw
+
+
+# --- a declared length the stream has not yet confirmed ---------------------------------------
+# HTTP/1.1 framing makes a request complete at its Content-Length; HTTP/2 ends it at END_STREAM.
+# Each test holds the stream open at the point where the two disagree, so what the receiver holds
+# then is checked without a race.
+
+
+def wait_for_upstream_bytes(upstream: RecordingUpstream, ending: bytes) -> None:
+    deadline = time.monotonic() + CLOSE_WITHIN
+    while not upstream.raw.endswith(ending):
+        assert time.monotonic() < deadline, f"the upstream never received {ending!r}: {upstream.describe()}"
+        time.sleep(0.02)
+
+
+def open_stream(proxy, token: str, ca_file: str, content_length: str, end_headers_stream: bool = False) -> RawH2:
+    connection = RawH2(proxy.port, ca_file)
+    block = stateless_header_block(h2_base(proxy.port, token) + [("content-length", content_length)])
+    connection.send(frame(HEADERS, END_HEADERS | (END_STREAM if end_headers_stream else 0), 1, block))
+    return connection
+
+
+def test_h2_all_declared_bytes_before_end_stream_receiver_holds_no_complete_request(proxy, upstream, token, ca_file):
+    connection = open_stream(proxy, token, ca_file, "5")
+    try:
+        connection.send(frame(DATA, 0, 1, BODY))
+        wait_for_upstream_bytes(upstream, BODY[:-1])
+        time.sleep(SETTLE)
+        assert upstream.requests == [], f"complete before END_STREAM: {upstream.describe()}"
+        connection.send(frame(DATA, END_STREAM, 1, b"POST /v1/logs?smuggled=1 HTTP/1.1\r\n\r\n"))
+        outcome = h2_stream_outcome(connection)
+    finally:
+        connection.close()
+    assert outcome.reset is not None or outcome.goaway is not None, outcome.describe()
+    assert_no_complete_request(upstream)
+    assert b"smuggled" not in upstream.raw
+
+
+def test_h2_all_declared_bytes_then_empty_end_stream_forwarded_whole(proxy, upstream, token, ca_file):
+    connection = open_stream(proxy, token, ca_file, "5")
+    try:
+        connection.send(frame(DATA, 0, 1, BODY))
+        wait_for_upstream_bytes(upstream, BODY[:-1])
+        connection.send(frame(DATA, END_STREAM, 1, b""))
+        outcome = h2_stream_outcome(connection)
+    finally:
+        connection.close()
+    assert outcome.status == 200, outcome.describe()
+    time.sleep(SETTLE)
+    assert [(r.target, r.body) for r in upstream.requests] == [("/v1/traces", BODY)], upstream.describe()
+    assert upstream.errors == [], upstream.describe()
+
+
+def test_h2_declared_empty_head_waits_for_end_stream(proxy, upstream, token, ca_file):
+    connection = open_stream(proxy, token, ca_file, "0")
+    try:
+        time.sleep(SETTLE)
+        assert upstream.raw == b"", f"the head went out before END_STREAM: {upstream.describe()}"
+        connection.send(frame(DATA, END_STREAM, 1, b""))
+        outcome = h2_stream_outcome(connection)
+    finally:
+        connection.close()
+    assert outcome.status == 200, outcome.describe()
+    time.sleep(SETTLE)
+    assert [(r.target, r.body) for r in upstream.requests] == [("/v1/traces", b"")], upstream.describe()
+
+
+def test_h2_declared_empty_then_data_refused_nothing_forwarded(proxy, upstream, token, ca_file):
+    connection = open_stream(proxy, token, ca_file, "0")
+    try:
+        time.sleep(SETTLE)
+        connection.send(frame(DATA, END_STREAM, 1, b"POST /v1/logs?smuggled=1 HTTP/1.1\r\n\r\n"))
+        outcome = h2_stream_outcome(connection)
+    finally:
+        connection.close()
+    assert outcome.reset is not None or outcome.goaway is not None, outcome.describe()
+    assert_nothing_forwarded(upstream)
