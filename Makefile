@@ -8,10 +8,17 @@ RUN_DIR := run
 SOAK_SECONDS ?= 600
 # Release builds: the Swift runtime linked in, relative relocations packed (DT_RELR, with lld) and no
 # dynamic symbol table of the whole binary; together 2.3 MiB less resident memory than the defaults.
+# Each function in its own section, laid out in the order of scripts/symbol-order.txt (the functions
+# a proxy runs, most-run first) and the compiler's private functions gathered after the code
+# (scripts/release-layout.ld), so the code a running proxy keeps resident is packed together: 4 MiB
+# less resident memory. SwiftPM does not watch these two files: after changing one, delete
+# .build/release/otlp-auth-proxy so the next build links again.
 RELEASE_FLAGS := --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs \
-	-Xlinker --no-export-dynamic
+	-Xlinker --no-export-dynamic -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections \
+	-Xlinker --symbol-ordering-file=$(CURDIR)/scripts/symbol-order.txt -Xlinker --no-warn-symbol-ordering \
+	-Xlinker -T -Xlinker $(CURDIR)/scripts/release-layout.ld
 
-.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench soak
+.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench soak symbol-order
 
 deps:
 	@scripts/install-deps.sh
@@ -60,6 +67,12 @@ bench: deps venv
 	@scripts/install-bench-deps.sh
 	$(SWIFT) build -c release $(RELEASE_FLAGS)
 	.venv/bin/python bench/bench.py
+
+## Regenerates scripts/symbol-order.txt from a release build run under callgrind (see the script).
+symbol-order: deps venv
+	@scripts/install-bench-deps.sh valgrind
+	$(SWIFT) build -c release $(RELEASE_FLAGS) -Xlinker -Map=$(CURDIR)/.build/release-link.map
+	.venv/bin/python scripts/symbol-order.py
 
 ## Soak: the release build under mixed gRPC and HTTP exporters for SOAK_SECONDS (default 600) with 10%
 ## invalid credentials and two receiver restarts; checks RSS slope, descriptors and that no span is lost.

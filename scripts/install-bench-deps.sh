@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what `make bench` compares against and drives the load with, when missing.
+# Installs what `make bench` compares against and drives the load with, when missing, and any extra
+# Debian packages named as arguments (`make symbol-order` adds valgrind).
 set -euo pipefail
 missing=()
-for package in nghttp2-client nghttp2-proxy haproxy; do
+for package in nghttp2-client nghttp2-proxy haproxy "$@"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if ((${#missing[@]})); then

@@ -549,6 +549,24 @@ def test_dockerfile_stages_user_ports():
     assert re.search(r'^CMD \["run", "--config", "/etc/otlp-auth-proxy/proxy.yaml"\]$', runtime, re.M)
 
 
+def test_dockerfile_links_as_make_release_with_the_layout_files_in_its_context():
+    """The image's binary is linked as `make release` links it (same flags, so the same memory
+    figures), and the symbol ordering file the flags name is in the build context."""
+    makefile = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "Makefile").read_text())
+    release_flags = re.search(r"^RELEASE_FLAGS := (.+)$", makefile, re.M).group(1).split()
+    (_, build), _ = dockerfile_stages()
+    command = re.search(r"^RUN swift build -c release (.+?) --product otlp-auth-proxy ", build, re.M).group(1).split()
+    assert command == [flag.replace("$(CURDIR)", "/src") for flag in release_flags]
+    ordering = next(flag for flag in command if flag.startswith("--symbol-ordering-file="))
+    layout = command[command.index("-T") + 2]
+    assert [ordering.split("=", 1)[1], layout] == ["/src/scripts/symbol-order.txt", "/src/scripts/release-layout.ld"]
+    assert re.search(r"^COPY scripts/symbol-order\.txt scripts/release-layout\.ld \./scripts/$", build, re.M)
+    ignore = (DEPLOY / "docker/Dockerfile.dockerignore").read_text().split()
+    for name in ("symbol-order.txt", "release-layout.ld"):
+        assert f"!scripts/{name}" in ignore
+        assert (REPO_ROOT / "scripts" / name).stat().st_size > 0
+
+
 def test_dockerfile_matches_this_machine():
     """The builder's Swift is the one the project builds with here; the runtime's Debian release is this one's."""
     (build_from, _), (runtime_from, _) = dockerfile_stages()
