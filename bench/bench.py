@@ -119,6 +119,25 @@ open('jwt.txt','w').write(jwt.encode({'iss':'https://idp.bench','aud':'otlp','su
     return {"jwt": (work / "jwt.txt").read_text().strip()}
 
 
+QUIET = 'log: { level: warning, access_log: false }\nadmin: { endpoint: "" }\n'
+
+
+def proxy_config(grpc: int, http: int, sink_grpc: int, sink_http: int, tail: str = QUIET) -> str:
+    """The proxy's configuration for the fixtures of `make_fixtures`: bearer tokens and an ES256 JWT
+    provider in front of the sink; `tail` adds the log and admin settings (quiet by default)."""
+    return f"""
+grpc: {{ endpoint: "127.0.0.1:{grpc}" }}
+http: {{ endpoint: "127.0.0.1:{http}" }}
+tls: {{ cert_file: certs/server.crt, key_file: certs/server.key }}
+upstream: {{ grpc: "127.0.0.1:{sink_grpc}", http: "127.0.0.1:{sink_http}" }}
+auth:
+  bearer: {{ tokens_file: tokens.yaml }}
+  jwt:
+    providers:
+      - {{ name: bench, issuer: "https://idp.bench", audiences: [otlp], algorithms: [ES256], jwks_file: jwks.json, tenant_claim: tenant }}
+""" + tail
+
+
 def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, streams: int, work: Path, n: int,
            rps_per_client: int = 0) -> dict:
     """Runs h2load; with `rps_per_client` the load is paced (open loop) instead of as fast as possible.
@@ -197,19 +216,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="otlp-bench-"))
     fixtures = make_fixtures(work)
     ports = {name: free_port() for name in ("sink_http", "sink_grpc", "proxy_grpc", "proxy_http", "proxy2_grpc", "proxy2_http", "nghttpx", "haproxy_static", "haproxy_jwt", "haproxy_h1")}
-    (work / "proxy.yaml").write_text(f"""
-grpc: {{ endpoint: "127.0.0.1:{ports['proxy_grpc']}" }}
-http: {{ endpoint: "127.0.0.1:{ports['proxy_http']}" }}
-tls: {{ cert_file: certs/server.crt, key_file: certs/server.key }}
-upstream: {{ grpc: "127.0.0.1:{ports['sink_grpc']}", http: "127.0.0.1:{ports['sink_http']}" }}
-auth:
-  bearer: {{ tokens_file: tokens.yaml }}
-  jwt:
-    providers:
-      - {{ name: bench, issuer: "https://idp.bench", audiences: [otlp], algorithms: [ES256], jwks_file: jwks.json, tenant_claim: tenant }}
-log: {{ level: warning, access_log: false }}
-admin: {{ endpoint: "" }}
-""")
+    (work / "proxy.yaml").write_text(proxy_config(ports["proxy_grpc"], ports["proxy_http"], ports["sink_grpc"], ports["sink_http"]))
     (work / "haproxy.cfg").write_text(f"""
 global
     nbthread 1

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench import GRPC_PATH, TOKEN, free_port, make_fixtures, wait_port  # noqa: E402
+from bench import GRPC_PATH, QUIET, TOKEN, free_port, make_fixtures, proxy_config, wait_port  # noqa: E402
 
 BIN = Path(os.environ.get("OTLP_AUTH_PROXY_BIN", ROOT / ".build/release/otlp-auth-proxy"))
 OUT = ROOT / "scripts/symbol-order.txt"
@@ -131,8 +131,8 @@ def without_idle_blobs(costs: dict[str, int], link_map: Path) -> dict[str, int]:
 # Two ways a proxy is commonly run: with the access log and the admin endpoint (the defaults), and
 # quiet as `make bench` runs it. Start-up differs between them; each function either runs is listed.
 VARIANTS = {
-    "defaults": 'log: {{ level: info }}\nadmin: {{ endpoint: "127.0.0.1:{admin}" }}\n',
-    "quiet": 'log: {{ level: warning, access_log: false }}\nadmin: {{ endpoint: "" }}\n',
+    "defaults": 'log: { level: info }\nadmin: { endpoint: "127.0.0.1:ADMIN_PORT" }\n',
+    "quiet": QUIET,
 }
 
 
@@ -140,17 +140,8 @@ def profile(work: Path, binary: Path, jwt: str, variant: str) -> dict[str, int]:
     """Runs the proxy under callgrind with one configuration variant through start-up, the
     exercise, a reload, the exercise again and a drain; returns instructions per function."""
     ports = {name: free_port() for name in ("grpc", "http", "admin", "sink_http", "sink_grpc")}
-    (work / "proxy.yaml").write_text(f"""
-grpc: {{ endpoint: "127.0.0.1:{ports['grpc']}" }}
-http: {{ endpoint: "127.0.0.1:{ports['http']}" }}
-tls: {{ cert_file: certs/server.crt, key_file: certs/server.key }}
-upstream: {{ grpc: "127.0.0.1:{ports['sink_grpc']}", http: "127.0.0.1:{ports['sink_http']}" }}
-auth:
-  bearer: {{ tokens_file: tokens.yaml }}
-  jwt:
-    providers:
-      - {{ name: bench, issuer: "https://idp.bench", audiences: [otlp], algorithms: [ES256], jwks_file: jwks.json, tenant_claim: tenant }}
-""" + VARIANTS[variant].format(admin=ports["admin"]))
+    tail = VARIANTS[variant].replace("ADMIN_PORT", str(ports["admin"]))
+    (work / "proxy.yaml").write_text(proxy_config(ports["grpc"], ports["http"], ports["sink_grpc"], ports["sink_http"], tail))
     sink = subprocess.Popen([str(BIN), "sink", "--listen", f"127.0.0.1:{ports['sink_http']}",
                              "--grpc-listen", f"127.0.0.1:{ports['sink_grpc']}"], cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -888,38 +888,41 @@ def wait_for_upstream_bytes(upstream: RecordingUpstream, ending: bytes) -> None:
         time.sleep(0.02)
 
 
-def open_stream(proxy, token: str, ca_file: str, content_length: str, end_headers_stream: bool = False) -> RawH2:
+SMUGGLED = b"POST /v1/logs?smuggled=1 HTTP/1.1\r\n\r\n"
+
+
+def held_stream(proxy, token: str, ca_file: str, content_length: str, first: bytes | None,
+                while_held, last: bytes) -> H2Outcome:
+    """Stream 1 declaring `content_length`: HEADERS, then DATA `first` without END_STREAM (none when
+    None), then `while_held()` runs with the stream still open, then DATA `last` with END_STREAM.
+    Returns the stream's fate."""
     connection = RawH2(proxy.port, ca_file)
-    block = stateless_header_block(h2_base(proxy.port, token) + [("content-length", content_length)])
-    connection.send(frame(HEADERS, END_HEADERS | (END_STREAM if end_headers_stream else 0), 1, block))
-    return connection
+    try:
+        block = stateless_header_block(h2_base(proxy.port, token) + [("content-length", content_length)])
+        connection.send(frame(HEADERS, END_HEADERS, 1, block))
+        if first is not None:
+            connection.send(frame(DATA, 0, 1, first))
+        while_held()
+        connection.send(frame(DATA, END_STREAM, 1, last))
+        return h2_stream_outcome(connection)
+    finally:
+        connection.close()
 
 
 def test_h2_all_declared_bytes_before_end_stream_receiver_holds_no_complete_request(proxy, upstream, token, ca_file):
-    connection = open_stream(proxy, token, ca_file, "5")
-    try:
-        connection.send(frame(DATA, 0, 1, BODY))
+    def receiver_incomplete():
         wait_for_upstream_bytes(upstream, BODY[:-1])
         time.sleep(SETTLE)
         assert upstream.requests == [], f"complete before END_STREAM: {upstream.describe()}"
-        connection.send(frame(DATA, END_STREAM, 1, b"POST /v1/logs?smuggled=1 HTTP/1.1\r\n\r\n"))
-        outcome = h2_stream_outcome(connection)
-    finally:
-        connection.close()
+
+    outcome = held_stream(proxy, token, ca_file, "5", BODY, receiver_incomplete, SMUGGLED)
     assert outcome.reset is not None or outcome.goaway is not None, outcome.describe()
     assert_no_complete_request(upstream)
     assert b"smuggled" not in upstream.raw
 
 
 def test_h2_all_declared_bytes_then_empty_end_stream_forwarded_whole(proxy, upstream, token, ca_file):
-    connection = open_stream(proxy, token, ca_file, "5")
-    try:
-        connection.send(frame(DATA, 0, 1, BODY))
-        wait_for_upstream_bytes(upstream, BODY[:-1])
-        connection.send(frame(DATA, END_STREAM, 1, b""))
-        outcome = h2_stream_outcome(connection)
-    finally:
-        connection.close()
+    outcome = held_stream(proxy, token, ca_file, "5", BODY, lambda: wait_for_upstream_bytes(upstream, BODY[:-1]), b"")
     assert outcome.status == 200, outcome.describe()
     time.sleep(SETTLE)
     assert [(r.target, r.body) for r in upstream.requests] == [("/v1/traces", BODY)], upstream.describe()
@@ -927,26 +930,17 @@ def test_h2_all_declared_bytes_then_empty_end_stream_forwarded_whole(proxy, upst
 
 
 def test_h2_declared_empty_head_waits_for_end_stream(proxy, upstream, token, ca_file):
-    connection = open_stream(proxy, token, ca_file, "0")
-    try:
+    def nothing_forwarded_yet():
         time.sleep(SETTLE)
         assert upstream.raw == b"", f"the head went out before END_STREAM: {upstream.describe()}"
-        connection.send(frame(DATA, END_STREAM, 1, b""))
-        outcome = h2_stream_outcome(connection)
-    finally:
-        connection.close()
+
+    outcome = held_stream(proxy, token, ca_file, "0", None, nothing_forwarded_yet, b"")
     assert outcome.status == 200, outcome.describe()
     time.sleep(SETTLE)
     assert [(r.target, r.body) for r in upstream.requests] == [("/v1/traces", b"")], upstream.describe()
 
 
 def test_h2_declared_empty_then_data_refused_nothing_forwarded(proxy, upstream, token, ca_file):
-    connection = open_stream(proxy, token, ca_file, "0")
-    try:
-        time.sleep(SETTLE)
-        connection.send(frame(DATA, END_STREAM, 1, b"POST /v1/logs?smuggled=1 HTTP/1.1\r\n\r\n"))
-        outcome = h2_stream_outcome(connection)
-    finally:
-        connection.close()
+    outcome = held_stream(proxy, token, ca_file, "0", None, lambda: time.sleep(SETTLE), SMUGGLED)
     assert outcome.reset is not None or outcome.goaway is not None, outcome.describe()
     assert_nothing_forwarded(upstream)
