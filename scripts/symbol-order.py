@@ -67,26 +67,25 @@ def exercise(work: Path, ports: dict[str, int], jwt: str) -> None:
 def self_costs(profile: Path, binary: Path) -> dict[str, int]:
     """Instructions executed in each function of `binary`, from an uncompressed callgrind profile."""
     costs: dict[str, int] = defaultdict(int)
+    target = binary.resolve()
     in_binary = False
     function = ""
     after_calls = False
     for line in profile.read_text(errors="replace").splitlines():
         if line.startswith("ob="):
-            in_binary = Path(line[3:].strip()).resolve() == binary.resolve()
+            in_binary = Path(line[3:].strip()).resolve() == target
         elif line.startswith("fn="):
             function = re.sub(r"'\d+$", "", line[3:].strip())  # a recursion level callgrind tells apart
             after_calls = False
         elif line.startswith("calls="):
             after_calls = True
-        elif line[:1].isdigit() or line[:1] in "+-*":
+        elif line[:1].isdigit():  # a cost line: position (absolute, --compress-pos=no) and Ir
             if after_calls:
                 after_calls = False  # the inclusive cost of a call, not this function's own
                 continue
             fields = line.split()
             if in_binary and function and len(fields) >= 2:
                 costs[function] += int(fields[1])
-        elif line.startswith(("cob=", "cfi=", "cfn=", "fi=", "fe=", "fl=")):
-            continue
     return costs
 
 
