@@ -16,6 +16,17 @@ import pytest
 BAD_SEVERITIES = {"MEDIUM", "HIGH", "CRITICAL"}
 # A scan that could not do a check reports WARN or FATAL; a clean result must not hide one.
 SCAN_PROBLEMS = {"WARN", "FATAL"}
+# Notes testssl makes about the machine's own openssl build, not about the server scanned: they are
+# reported with no target address (ip "/"). Only these ids are tolerated, and only there.
+LOCAL_TOOL_NOTES = {"engine_problem"}
+# The checks that must have run, each with a verdict: every protocol, forward secrecy and its groups,
+# and every vulnerability check. A check that is missing or ended in WARN/FATAL fails the scan.
+REQUIRED_CHECKS = (
+    "SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3",
+    "PFS", "PFS_ECDHE_curves",
+    "heartbleed", "CCS", "ticketbleed", "ROBOT", "secure_renego", "secure_client_renego", "CRIME_TLS",
+    "BREACH", "POODLE_SSL", "fallback_SCSV", "SWEET32", "FREAK", "DROWN", "LOGJAM", "BEAST", "LUCKY13", "RC4",
+)
 TLS13_SUITES = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
 INTENDED_GROUPS = {"X25519", "prime256v1", "secp384r1"}
 
@@ -59,13 +70,41 @@ def test_testssl_no_finding_medium_or_above(findings):
     assert bad == [], f"findings at MEDIUM or above:\n{summary(bad)}"
 
 
+def is_local_tool_note(finding: dict) -> bool:
+    return finding["id"] in LOCAL_TOOL_NOTES and finding.get("ip") == "/"
+
+
+def scan_problems(findings: list[dict]) -> list[dict]:
+    return [f for f in findings if f["severity"] in SCAN_PROBLEMS and not is_local_tool_note(f)]
+
+
+def missing_checks(findings: list[dict]) -> list[str]:
+    ids = {f["id"] for f in findings}
+    return [check for check in REQUIRED_CHECKS if check not in ids]
+
+
 def test_testssl_scan_complete_no_warnings(findings):
-    problems = [f for f in findings if f["severity"] in SCAN_PROBLEMS]
+    problems = scan_problems(findings)
     assert problems == [], f"testssl could not complete some checks:\n{summary(problems)}"
-    ids = by_id(findings)
-    # The scan really ran each part: protocols, ciphers, forward secrecy, vulnerabilities.
-    for expected in ("TLS1_2", "TLS1_3", "PFS_ECDHE_curves", "heartbleed", "ROBOT", "LUCKY13"):
-        assert expected in ids, f"no {expected} finding in the scan:\n{summary(findings)}"
+    missing = missing_checks(findings)
+    assert missing == [], f"checks the scan did not report: {missing}\n{summary(findings)}"
+
+
+def test_testssl_completeness_rule_reads_finding_ids():
+    """The rule above on made-up findings: a note about the local openssl passes, the same id about the
+    server does not, a WARN from a real check fails, and a check that did not run is missing."""
+    complete = [{"id": check, "ip": "127.0.0.1/127.0.0.1", "severity": "OK", "finding": "ok"} for check in REQUIRED_CHECKS]
+    engine_note = {"id": "engine_problem", "ip": "/", "severity": "WARN", "finding": "No engine or GOST support"}
+    assert scan_problems(complete + [engine_note]) == []
+    assert missing_checks(complete) == []
+    about_server = dict(engine_note, ip="127.0.0.1/127.0.0.1")
+    assert scan_problems(complete + [about_server]) == [about_server]
+    robot_warn = {"id": "ROBOT", "ip": "127.0.0.1/127.0.0.1", "severity": "WARN", "finding": "check failed"}
+    assert scan_problems(complete[:-1] + [robot_warn]) == [robot_warn]
+    other_local = {"id": "old_fart", "ip": "/", "severity": "WARN", "finding": "openssl too old"}
+    assert scan_problems(complete + [other_local]) == [other_local]
+    without_lucky13 = [f for f in complete if f["id"] != "LUCKY13"]
+    assert missing_checks(without_lucky13) == ["LUCKY13"]
 
 
 def test_testssl_only_tls12_and_tls13_offered(findings):
