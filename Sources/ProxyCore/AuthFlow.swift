@@ -10,10 +10,11 @@ enum AuthOutcome {
     case unavailable(reason: String)
 }
 
-/// Process-wide helpers every connection shares, which outlive a reload of the runtime: a thread
-/// pool for password hashing (slow on purpose, so never on an event loop), the JWKS refresher for
-/// unknown key ids, and the metrics and access log.
+/// Process-wide helpers every connection shares, which outlive a reload of the runtime: the runtime in
+/// force (read once per request), a thread pool for password hashing (slow on purpose, so never on an
+/// event loop), the JWKS refresher for unknown key ids, and the metrics and access log.
 struct ProxyServices: Sendable {
+    let runtime: RuntimeInForce
     let threadPool: NIOThreadPool
     let jwks: JWKSRefresher?
     let metrics: ProxyMetrics

@@ -43,7 +43,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
         case error(any Error)
     }
 
-    private let runtime: ProxyRuntime
+    /// The runtime in force when the current request arrived (read at each request head): it
+    /// authenticates, maps, authorizes and limits that request. Until the first request, the one
+    /// current at accept.
+    private var runtime: ProxyRuntime
     private let pool: UpstreamHTTP1Pool
     /// The framing budget this handler feeds with what the decoder produced.
     private let meter: HTTP1FramingMeter
@@ -111,7 +114,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
     private var ratedTenant: String?
 
     init(
-        runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, meter: HTTP1FramingMeter, services: ProxyServices,
+        connectionRuntime runtime: ProxyRuntime, pool: UpstreamHTTP1Pool, meter: HTTP1FramingMeter, services: ProxyServices,
         peerCertificate: PeerCertificate?, logger: Logger
     ) {
         self.runtime = runtime
@@ -235,6 +238,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1Exchange {
             closeNow(context: context)
             return
         }
+        runtime = services.runtime.load()
         let fields = HeadFields(head)
         requestVersion = head.version
         keepAlive = head.isKeepAlive && !draining

@@ -17,6 +17,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// The runtime current at accept: the session's header limits and the idle timeout. Each stream
+    /// reads the runtime in force when its request arrives (`ProxyServices.runtime`).
     let runtime: ProxyRuntime
     let pools: UpstreamPools
     let services: ProxyServices
@@ -48,7 +50,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var upstreamCheckAt: NIODeadline?
 
     init(
-        runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
+        connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, peerCertificate: PeerCertificate?,
         logger: Logger
     ) throws {
         self.runtime = runtime
@@ -426,6 +428,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     /// Unowned: the connection owns its exchanges and ends them (`clientGone`) before it goes away;
     /// callbacks that can outlive it (pool acquisitions) use `pools` and `eventLoop` instead.
     private unowned let connection: HTTP2ServerConnection
+    /// The runtime in force when the request arrived: it authenticates, maps, authorizes and limits
+    /// this request, whatever runtime the connection was accepted with.
     private let runtime: ProxyRuntime
     private let pools: UpstreamPools
     private let eventLoop: any EventLoop
@@ -471,7 +475,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1Exchange
     init(streamID: Int32, connection: HTTP2ServerConnection) {
         self.streamID = streamID
         self.connection = connection
-        self.runtime = connection.runtime
+        self.runtime = connection.services.runtime.load()
         self.pools = connection.pools
         self.eventLoop = connection.eventLoop
         self.requestLog = RequestLog(transport: "h2", peer: connection.peerAddress)

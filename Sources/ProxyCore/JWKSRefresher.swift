@@ -99,7 +99,7 @@ public final class JWKSRefresher: Sendable {
     /// Refetches one provider's keys now (after `JWTProvider.claimRefetch` allowed it). The future
     /// completes on `eventLoop`'s loop once the keys were replaced or the fetch failed.
     public func refetch(_ provider: JWTProvider) -> EventLoopFuture<Void> {
-        // A connection opened before a reload keeps its runtime, so its providers may be retired ones.
+        // A request that began before a reload finishes with its runtime, so its providers may be retired ones.
         let known = sourcesBox.withLockedValue { $0 } + retired.withLockedValue { $0 }
         guard let source = known.first(where: { $0.provider === provider }) else {
             return eventLoop.makeSucceededVoidFuture()

@@ -11,6 +11,8 @@ import ProxyTLS
 final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
+    /// The runtime current at accept: the connection's protocol settings (header limits, idle
+    /// timeout) come from it; requests read the runtime in force (`ProxyServices.runtime`).
     private let runtime: ProxyRuntime
     private let pools: UpstreamPools
     private let services: ProxyServices
@@ -18,7 +20,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// A drain started during the handshake: the front gets the event once installed.
     private var draining = false
 
-    init(runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, logger: Logger) {
+    init(connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, logger: Logger) {
         self.runtime = runtime
         self.pools = pools
         self.services = services
@@ -42,7 +44,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                     try sync.addHandler(IdleStateHandler(allTimeout: runtime.limits.idleTimeout), position: .after(self))
                     try sync.addHandler(
                         HTTP2ServerConnection(
-                            runtime: runtime, pools: pools, services: services, peerCertificate: peerCertificate,
+                            connectionRuntime: runtime, pools: pools, services: services, peerCertificate: peerCertificate,
                             logger: logger))
                     if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                     sync.removeHandler(context: context, promise: nil)
@@ -75,7 +77,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                 try sync.addHandler(
                     HTTP1ExchangeHandler(
-                        runtime: runtime, pool: pools.http(on: context.eventLoop), meter: meter, services: services,
+                        connectionRuntime: runtime, pool: pools.http(on: context.eventLoop), meter: meter, services: services,
                         peerCertificate: peerCertificate, logger: logger))
                 if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

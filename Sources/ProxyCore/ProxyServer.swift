@@ -14,8 +14,9 @@ import ProxyTLS
 /// connection and hands it to the protocol front.
 ///
 /// Owns the listening channels and, per event loop, the upstream pools. The runtime (TLS context,
-/// credentials, limits) sits behind a lock so reload can swap it; each connection takes the runtime
-/// current at accept time and keeps it.
+/// credentials, limits) is swapped by reload (`RuntimeInForce`): a connection keeps the TLS context
+/// and protocol settings of the runtime current at accept, and every request is judged against the
+/// runtime in force when it arrives.
 public final class ProxyServer: Sendable {
     /// The addresses the listeners actually bound (port 0 resolves to the chosen port).
     public struct BoundAddresses: Sendable {
@@ -25,7 +26,6 @@ public final class ProxyServer: Sendable {
 
     let group: any EventLoopGroup
     let logger: Logger
-    let runtimeBox: NIOLockedValueBox<ProxyRuntime>
     private let pools: UpstreamPools
     let services: ProxyServices
     private let channels = NIOLockedValueBox<[any Channel]>([])
@@ -43,22 +43,22 @@ public final class ProxyServer: Sendable {
     ) throws(StartupError) {
         self.group = group
         self.logger = logger
-        self.runtimeBox = NIOLockedValueBox(runtime)
         self.pools = try UpstreamPools(upstream: runtime.configuration.upstream, group: group)
         // Password hashing is slow on purpose: it runs here, never on an event loop.
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         let sources = try Self.keySources(runtime.remoteKeySources, group: group)
         // Always present, even without remote key sources: a reload may add some.
         let jwks = JWKSRefresher(sources: sources, eventLoop: group.next(), logger: logger)
-        self.services = ProxyServices(threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
+        self.services = ProxyServices(
+            runtime: RuntimeInForce(runtime), threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
         self.heapReturn = HeapReturn(connections: connections, threadPool: threadPool)
     }
 
     /// The process-wide metrics and access log.
     public var metrics: ProxyMetrics { services.metrics }
 
-    /// The runtime new connections use.
-    public var runtime: ProxyRuntime { runtimeBox.withLockedValue { $0 } }
+    /// The runtime in force: new connections and every new request use it.
+    public var runtime: ProxyRuntime { services.runtime.load() }
 
     /// Binds both listeners and starts accepting.
     public func start() async throws -> BoundAddresses {
@@ -131,7 +131,7 @@ public final class ProxyServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
         try sync.addHandler(HandshakeTimeoutHandler(timeout: runtime.limits.handshakeTimeout, metrics: services.metrics))
-        try sync.addHandler(ProtocolSelectionHandler(runtime: runtime, pools: pools, services: services, logger: logger))
+        try sync.addHandler(ProtocolSelectionHandler(connectionRuntime: runtime, pools: pools, services: services, logger: logger))
         if let age = runtime.limits.maxConnectionAge { limitAge(of: channel, to: age) }
     }
 

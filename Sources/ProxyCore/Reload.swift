@@ -14,7 +14,8 @@ import Musl
 /// Reload: a complete new `ProxyRuntime` is built and checked off the event loops, then swapped in
 /// with one store. Any failure leaves the running state untouched; it is logged with the file and
 /// the reason and counted (`ProxyMetrics.reloaded(success: false, …)`). Connections already open keep
-/// the runtime they started with; new connections and handshakes use the new one.
+/// their TLS context and protocol settings; every request from the swap on, on every connection, is
+/// authenticated, authorized and rate-limited against the new runtime (`RuntimeInForce`).
 ///
 /// Reloads run one at a time on the server's thread pool (file reads and key parsing never block an
 /// event loop), so a SIGHUP and a file-watch change arriving together cannot swap in an older file.
@@ -93,7 +94,7 @@ extension ProxyServer {
         // Everything loaded: from here on nothing can fail. Providers get their carried-over keys
         // before any connection can see the new runtime.
         services.jwks?.replaceSources(sources)
-        runtimeBox.withLockedValue { $0 = runtime }
+        services.runtime.store(runtime)
         services.metrics.reloaded(success: true, at: now)
         // The served certificate and every client CA; CAs no longer configured disappear.
         services.metrics.certificatesLoaded(runtime.certificateExpiries)

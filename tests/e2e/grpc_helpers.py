@@ -271,22 +271,33 @@ class H2Response:
         return self.trailer("grpc-message") if self.trailers else self.header("grpc-message")
 
 
-def h2_request(
-    port: int, ca_file: str, headers: list[tuple[str, str]], body: bytes = b"", timeout: float = 10
-) -> H2Response:
-    """One HTTP/2 request on its own connection; waits for the end of the response."""
-    sock = tls_connect(port, ca_file, timeout=timeout)
-    try:
-        assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
-        connection = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
-        connection.initiate_connection()
+class H2Client:
+    """One HTTP/2 connection over TLS to the proxy that carries requests one after another, so a test
+    can send several requests on a connection opened before something changed (a reload)."""
+
+    def __init__(self, port: int, ca_file: str, timeout: float = 10):
+        self.timeout = timeout
+        self.sock = tls_connect(port, ca_file, timeout=timeout)
+        try:
+            assert self.sock.selected_alpn_protocol() == "h2", self.sock.selected_alpn_protocol()
+            self.connection = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+            self.connection.initiate_connection()
+            self.sock.sendall(self.connection.data_to_send())
+        except BaseException:
+            self.sock.close()
+            raise
+        self.terminated = False
+
+    def request(self, headers: list[tuple[str, str]], body: bytes = b"") -> H2Response:
+        """Sends one request on a new stream and waits for the end of its response."""
+        connection, sock = self.connection, self.sock
         stream = connection.get_next_available_stream_id()
         connection.send_headers(stream, headers, end_stream=not body)
         sock.sendall(connection.data_to_send())
         pending = body
         response = H2Response([], [], b"", False, None)
         data = bytearray()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.timeout
         finished = False
         while not finished:
             while pending:
@@ -318,6 +329,7 @@ def h2_request(
                     response.reset_code = int(event.error_code)
                     finished = True
                 elif isinstance(event, ConnectionTerminated):
+                    self.terminated = True
                     finished = True
                 elif isinstance(event, WindowUpdated):
                     pass
@@ -326,8 +338,23 @@ def h2_request(
                 sock.sendall(outgoing)
         response.data = bytes(data)
         return response
-    finally:
-        sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "H2Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def h2_request(
+    port: int, ca_file: str, headers: list[tuple[str, str]], body: bytes = b"", timeout: float = 10
+) -> H2Response:
+    """One HTTP/2 request on its own connection; waits for the end of the response."""
+    with H2Client(port, ca_file, timeout=timeout) as client:
+        return client.request(headers, body)
 
 
 def grpc_request_headers(port: int, token: str | None, path: str = TRACE_EXPORT, *extra: tuple[str, str]):
