@@ -481,11 +481,7 @@ struct ConfigurationReader {
                 + "only (no spaces or colons), \(example)"
         }
         let lowered = header.lowercased()
-        let hopByHop: Set = [
-            "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-            "proxy-authenticate", "proxy-authorization",
-        ]
-        if hopByHop.contains(lowered) {
+        if HopByHopFields.contains(lowered) {
             return "\(quote(header)) is a hop-by-hop header, which is removed before forwarding, so the receiver "
                 + "would never see the tenant; \(example)"
         }

@@ -1,4 +1,5 @@
 import NIOHTTP1
+import ProxyConfig
 import ProxyHTTP2
 
 /// The rules for the headers the proxy owns, applied to every forwarded request, whatever the protocol
@@ -28,30 +29,10 @@ public struct HeaderPolicy: Sendable {
         self.ownedHeaders = Set(ownedHeaders.map { $0.lowercased() })
     }
 
-    /// Headers that describe one hop and never pass through a proxy (RFC 9110 §7.6.1, RFC 9113
-    /// §8.2.2), plus `proxy-authorization` (a credential for us, not the receiver) and `expect`
-    /// (answered here). `te: trailers` is re-added by the gRPC relay, which needs it.
-    static let hopByHop: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-        "proxy-authorization", "proxy-authenticate", "expect", "http2-settings",
-    ]
-
-    /// Whether a lower-case name is in `hopByHop`. Compares only against the names of the same
-    /// length, instead of hashing every forwarded name (this runs for each field of each request
-    /// and response).
+    /// Whether a lower-case name is hop-by-hop (`HopByHopFields`, the product's one list): never forwarded.
+    /// `te: trailers` is re-added by the gRPC relay, which needs it.
     static func isHopByHop(_ lower: String) -> Bool {
-        switch lower.utf8.count {
-        case 2: return lower == "te"
-        case 6: return lower == "expect"
-        case 7: return lower == "trailer" || lower == "upgrade"
-        case 10: return lower == "connection" || lower == "keep-alive"
-        case 14: return lower == "http2-settings"
-        case 16: return lower == "proxy-connection"
-        case 17: return lower == "transfer-encoding"
-        case 18: return lower == "proxy-authenticate"
-        case 19: return lower == "proxy-authorization"
-        default: return false
-        }
+        HopByHopFields.contains(lower)
     }
 
     /// Headers a `Connection:` list can never remove: they frame the message or identify the target.
@@ -74,36 +55,6 @@ public struct HeaderPolicy: Sendable {
         }
     }
 
-    /// The headers sent upstream over HTTP/1.1 for a client request authenticated as `tenant`, with
-    /// the proxy's own `extra` headers (from the credential) after it.
-    public func upstreamRequestHeaders(
-        from client: HTTPHeaders, tenant: String, extra: [(name: String, value: String)] = []
-    ) -> HTTPHeaders {
-        var out = HTTPHeaders()
-        out.reserveCapacity(client.count + 1)
-        forwardedRequestFields(client.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(client)) {
-            name, _, value in out.add(name: name, value: value)
-        }
-        out.add(name: tenantHeader, value: tenant)
-        for (name, value) in extra { out.add(name: name, value: value) }
-        return out
-    }
-
-    /// The regular (non-pseudo) fields sent upstream over HTTP/2 for a client request authenticated as
-    /// `tenant`; names lower case as HTTP/2 requires.
-    public func upstreamRequestFields(
-        from client: [HTTP2HeaderField], tenant: String, extra: [(name: String, value: String)] = []
-    ) -> [HTTP2HeaderField] {
-        var out: [HTTP2HeaderField] = []
-        out.reserveCapacity(client.count + 1)
-        forwardedRequestFields(client.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(client)) {
-            _, lower, value in out.append(HTTP2HeaderField(name: lower, value: value))
-        }
-        out.append(HTTP2HeaderField(name: tenantHeaderLowercased, value: tenant))
-        for (name, value) in extra { out.append(HTTP2HeaderField(name: name.lowercased(), value: value)) }
-        return out
-    }
-
     /// The headers relayed to the client from an upstream response: hop-by-hop ones are dropped, the
     /// client connection's own framing and keep-alive are decided by the proxy.
     public func clientResponseHeaders(from upstream: HTTPHeaders) -> HTTPHeaders {
@@ -115,10 +66,11 @@ public struct HeaderPolicy: Sendable {
         return out
     }
 
-    /// The same for HTTP/2 fields (response headers or trailers), pseudo-headers skipped.
+    /// The same for HTTP/2 fields (response headers or trailers), pseudo-headers skipped. Whatever the
+    /// receiver's protocol, headers it names in `Connection:` never reach the client.
     public func clientResponseFields(from upstream: some Sequence<(name: String, value: String)>) -> [HTTP2HeaderField] {
         var out: [HTTP2HeaderField] = []
-        forEachResponseField(upstream, nominated: []) { _, lower, value in
+        forEachResponseField(upstream, nominated: Self.connectionNominated(pairs: upstream)) { _, lower, value in
             out.append(HTTP2HeaderField(name: lower, value: value))
         }
         return out
@@ -146,6 +98,13 @@ public struct HeaderPolicy: Sendable {
     /// The lower-cased names listed in every `Connection` header.
     static func connectionNominated(_ headers: HTTPHeaders) -> Set<String> {
         connectionNominated(values: headers["connection"])
+    }
+
+    /// The lower-cased names listed in every `Connection` field among `pairs` (any case).
+    static func connectionNominated(pairs: some Sequence<(name: String, value: String)>) -> Set<String> {
+        var values: [String] = []
+        for (name, value) in pairs where name.utf8.count == 10 && lowercased(name) == "connection" { values.append(value) }
+        return values.isEmpty ? [] : connectionNominated(values: values)
     }
 
     static func connectionNominated(_ fields: [HTTP2HeaderField]) -> Set<String> {

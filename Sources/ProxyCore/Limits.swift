@@ -296,29 +296,28 @@ struct StreamHeldBytes {
 }
 
 extension ProxyServices {
-    /// Whether a new request is shed now (`limits.max_buffered_bytes`); counts it when it is.
-    func shedsNewRequest(runtime: ProxyRuntime) -> Bool {
-        guard limits.buffered.isOver(runtime.limits.maxBufferedBytes) else { return false }
-        metrics.loadShed()
-        return true
+    /// Whether the proxy holds more than `limits.max_buffered_bytes` now: a new request is then shed
+    /// (the exchange counts it).
+    func isOverloaded(runtime: ProxyRuntime) -> Bool {
+        limits.buffered.isOver(runtime.limits.maxBufferedBytes)
     }
 
-    /// Admits a request of an authenticated tenant against its rates, or returns the 429 / 8 reply.
+    /// Admits a request of an authenticated tenant against its rates, or says when to retry.
     /// `bodySoFar` request bytes that arrived while authenticating are charged once admitted.
-    func admitTenantRequest(tenant: String, bodySoFar: Int, runtime: ProxyRuntime, logger: Logger) -> LocalReply? {
+    func admitTenantRequest(tenant: String, bodySoFar: Int, runtime: ProxyRuntime, logger: Logger) -> TenantAdmission {
         let policy = runtime.limits.tenantRate
-        guard !policy.isUnlimited else { return nil }
+        guard !policy.isUnlimited else { return .admitted }
         let now = NIODeadline.now().uptimeNanoseconds
         switch limits.tenantRates.admit(tenant: tenant, policy: policy, now: now) {
         case .admitted:
             limits.tenantRates.charge(tenant: tenant, bytes: bodySoFar, policy: policy, now: now)
-            return nil
+            return .admitted
         case .limited(let kind, let retryAfter):
             metrics.rateLimited(tenant: tenant, kind: kind.rawValue)
             logger.info(
                 "request rate limited",
                 metadata: ["tenant": "\(tenant)", "limit": "\(kind.rawValue)", "retry_after": "\(retryAfter)"])
-            return .rateLimited(retryAfter: retryAfter)
+            return .limited(retryAfter: retryAfter)
         }
     }
 

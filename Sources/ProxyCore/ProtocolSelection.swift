@@ -77,7 +77,8 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                 try sync.addHandler(
                     HTTP1ExchangeHandler(
-                        connectionRuntime: runtime, pool: pools.http(on: context.eventLoop), meter: meter, services: services,
+                        connectionRuntime: runtime, pools: pools, pool: pools.http(on: context.eventLoop), meter: meter,
+                        services: services,
                         peerCertificate: peerCertificate, logger: logger))
                 if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

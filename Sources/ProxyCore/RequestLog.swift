@@ -1,10 +1,9 @@
 import ProxyAuth
 import ProxyTLS
 
-/// The facts of one request as a front learns them, turned into one `RequestRecord` when the exchange
-/// ends. Both fronts own one per request (the HTTP/1.1 handler per request on the connection, the
-/// HTTP/2 exchange per stream) and call `finish` exactly once; later calls do nothing, so every path
-/// that ends an exchange may call it without checking whether another already did.
+/// The facts of one request as the exchange learns them, turned into one `RequestRecord` when it
+/// ends. Each `Exchange` owns one and calls `finish` exactly once; later calls do nothing, so every
+/// path that ends an exchange may call it without checking whether another already did.
 struct RequestLog {
     private let started: ContinuousClock.Instant
     private(set) var record: RequestRecord
@@ -30,10 +29,10 @@ struct RequestLog {
     }
 
     /// Records a refusal and counts it by method and reason.
-    mutating func authFailed(_ failure: AuthFailure, metrics: ProxyMetrics) {
+    mutating func authFailed(_ failure: AuthFailure, recorder: any ExchangeRecorder) {
         record.authResult = "failure"
         record.authReason = failure.reason
-        metrics.authFailed(method: failure.methodLabel, reason: failure.reason)
+        recorder.authFailed(method: failure.methodLabel, reason: failure.reason)
     }
 
     /// Authentication could not be decided (keys not loaded, shutting down): not the client's fault.
@@ -55,27 +54,13 @@ struct RequestLog {
     }
 
     /// Ends the request: counts it, observes its duration and writes the access log line.
-    mutating func finish(outcome: String, bytesIn: Int, metrics: ProxyMetrics) {
+    mutating func finish(outcome: RequestOutcome, bytesIn: Int, recorder: any ExchangeRecorder) {
         guard !isFinished else { return }
         isFinished = true
-        record.outcome = outcome
+        record.outcome = outcome.label
         record.bytesIn = bytesIn
         record.duration = ContinuousClock.now - started
-        metrics.requestFinished(record)
-    }
-
-    /// The outcome of a local reply, from the reason the front gave for it. Upstream failures are also
-    /// counted by kind (`upstream_connect` → `connect`).
-    static func outcome(forReply reason: String, metrics: ProxyMetrics) -> String {
-        if reason.hasPrefix("upstream_") {
-            metrics.upstreamError(kind: String(reason.dropFirst("upstream_".count)))
-            return "upstream_error"
-        }
-        switch reason {
-        case "rate_limit", "tenant_rate_limit": return "limited"
-        case "load_shed", "shed": return "shed"
-        default: return "refused"
-        }
+        recorder.requestFinished(record)
     }
 }
 

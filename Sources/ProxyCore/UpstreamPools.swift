@@ -12,8 +12,10 @@ final class UpstreamPools: Sendable {
 
     let httpAddress: SocketAddress
     let grpcAddress: SocketAddress
-    /// `:authority` for gRPC requests that arrive without one.
+    /// `:authority` for gRPC requests that arrive without one, and `Host` for OTLP/HTTP requests
+    /// that arrive without one (HTTP/1.0).
     let grpcAuthority: String
+    let httpAuthority: String
     private let connectTimeout: TimeAmount
     private let maxIdleConnections: Int
     private let boxes: [ObjectIdentifier: NIOLoopBoundBox<LoopPools?>]
@@ -29,6 +31,7 @@ final class UpstreamPools: Sendable {
         httpAddress = try resolve(upstream.http, key: "upstream.http")
         grpcAddress = try resolve(upstream.grpc, key: "upstream.grpc")
         grpcAuthority = upstream.grpc.description
+        httpAuthority = upstream.http.description
         connectTimeout = TimeAmount(upstream.connectTimeout)
         maxIdleConnections = upstream.maxIdleConnections
         var boxes: [ObjectIdentifier: NIOLoopBoundBox<LoopPools?>] = [:]

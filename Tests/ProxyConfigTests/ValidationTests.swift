@@ -306,6 +306,9 @@ final class ValidationTests: XCTestCase {
             ("Connection", "hop-by-hop"),
             ("Transfer-Encoding", "hop-by-hop"),
             ("keep-alive", "hop-by-hop"),
+            ("Expect", "hop-by-hop"),
+            ("HTTP2-Settings", "hop-by-hop"),
+            ("Proxy-Authorization", "hop-by-hop"),
             ("Authorization", "header of its own"),
             ("host", "header of its own"),
             ("Content-Length", "header of its own"),
@@ -313,6 +316,13 @@ final class ValidationTests: XCTestCase {
         for (header, hint) in cases {
             let message = onlyProblem("tenant.header", in: Fixture.minimal(plus: "tenant: { header: \(header) }"))
             assertContains(message, hint, "X-Scope-OrgID")
+        }
+    }
+
+    func testTenantHeader_EveryHopByHopName_Refused() {
+        for name in HopByHopFields.names.sorted() {
+            let message = onlyProblem("tenant.header", in: Fixture.minimal(plus: "tenant: { header: \(name) }"))
+            assertContains(message, "hop-by-hop")
         }
     }
 

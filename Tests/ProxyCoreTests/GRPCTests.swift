@@ -102,7 +102,10 @@ final class GRPCTests: XCTestCase {
             HTTP2HeaderField(name: "content-type", value: "application/grpc"),
         ]
         let out = policy.upstreamRequestFields(from: client, tenant: "team-a")
-        XCTAssertEqual(out.map(\.name), ["grpc-timeout", "content-type", "x-scope-orgid"])
+        XCTAssertEqual(
+            out.map(\.name),
+            [":method", ":scheme", ":authority", ":path", "te", "grpc-timeout", "content-type", "x-scope-orgid"],
+            "the client's te is dropped and the relay's own te: trailers set once")
         XCTAssertEqual(out.last?.value, "team-a")
         let response = policy.clientResponseFields(from: [(name: ":status", value: "200"), (name: "grpc-status", value: "0"), (name: "connection", value: "close")])
         XCTAssertEqual(response.map(\.name), ["grpc-status"])

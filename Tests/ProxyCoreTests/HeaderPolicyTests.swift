@@ -1,4 +1,5 @@
 import NIOHTTP1
+import ProxyConfig
 import ProxyHTTP2
 import XCTest
 
@@ -8,7 +9,7 @@ final class HeaderPolicyTests: XCTestCase {
     let policy = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: false)
 
     func testHopByHopCheck_MatchesTheListExactly() {
-        for name in HeaderPolicy.hopByHop {
+        for name in HopByHopFields.names {
             XCTAssertTrue(HeaderPolicy.isHopByHop(name), name)
         }
         for name in ["t", "tee", "trailers", "upgrades", "connections", "keep-alivE", "expects", "http2-setting",
@@ -51,7 +52,7 @@ final class HeaderPolicyTests: XCTestCase {
         let forwarding = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: true)
         let out = forwarding.upstreamRequestHeaders(from: client, tenant: "team-a")
         let names = Set(out.map { $0.name.lowercased() })
-        XCTAssertEqual(names, ["x-other", "content-length", "x-scope-orgid"])
+        XCTAssertEqual(names, ["host", "x-other", "content-length", "x-scope-orgid"])
         XCTAssertEqual(out["content-length"], ["12"])
         XCTAssertEqual(out["x-scope-orgid"], ["team-a"], "Connection: must never remove the header the proxy sets")
     }
@@ -137,7 +138,8 @@ final class OwnedHeaderTests: XCTestCase {
         XCTAssertEqual(out["x-other"], ["kept"])
         let fields = policy.upstreamRequestFields(
             from: [ProxyHTTP2.HTTP2HeaderField(name: "x-otlp-subject", value: "forged")], tenant: "team-a",
-            extra: [(name: "X-OTLP-Subject", value: "svc-1")])
+            extra: [(name: "X-OTLP-Subject", value: "svc-1")]
+        ).filter { !$0.name.hasPrefix(":") && $0.name != "te" }
         XCTAssertEqual(fields.map(\.name), ["x-scope-orgid", "x-otlp-subject"], "HTTP/2 names are lower case")
         XCTAssertEqual(fields.last?.value, "svc-1")
     }
@@ -153,5 +155,32 @@ final class OwnedHeaderTests: XCTestCase {
         XCTAssertTrue(forbidden.extraHeaders.isEmpty)
         XCTAssertEqual(LocalReply.authenticationUnavailable.status, .serviceUnavailable)
         XCTAssertEqual(LocalReply.authenticationUnavailable.rpcCode, 14)
+    }
+}
+
+extension HeaderPolicy {
+    /// The headers the one upstream builder (`upstreamRequest`) gives the HTTP receiver for an HTTP/1.1
+    /// client request with these headers, addressed to `proxy:4318`.
+    func upstreamRequestHeaders(
+        from client: HTTPHeaders, tenant: String, extra: [(name: String, value: String)] = []
+    ) -> HTTPHeaders {
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/traces")
+        head.headers = client
+        guard case .http1(let out) = upstreamRequest(
+            .http(.traces), head: ExchangeRequestHead(http1: head), authority: "proxy:4318", tenant: tenant, extra: extra,
+            declaresLength: true)
+        else { preconditionFailure("an OTLP/HTTP route builds an HTTP/1.1 head") }
+        return out.headers
+    }
+
+    /// The fields the one upstream builder gives the gRPC receiver for an HTTP/2 client request.
+    func upstreamRequestFields(
+        from client: [HTTP2HeaderField], tenant: String, extra: [(name: String, value: String)] = []
+    ) -> [HTTP2HeaderField] {
+        guard case .h2c(let out) = upstreamRequest(
+            .grpc(.traces), head: ExchangeRequestHead(http2: client, endStream: false), authority: "proxy:4317",
+            tenant: tenant, extra: extra, declaresLength: false)
+        else { preconditionFailure("a gRPC route builds an h2c head") }
+        return out
     }
 }

@@ -120,11 +120,12 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(lines.lines.count, 1)
     }
 
-    func testReplyReason_UpstreamCountedByKind() {
-        let metrics = ProxyMetrics()
-        XCTAssertEqual(RequestLog.outcome(forReply: "upstream_timeout", metrics: metrics), "upstream_error")
-        XCTAssertEqual(RequestLog.outcome(forReply: "unknown_token", metrics: metrics), "refused")
-        XCTAssertEqual(sample(metrics.exposition(), "otlp_auth_proxy_upstream_errors_total", ["kind": "timeout"]), 1)
+    func testReplyCause_OutcomeLabels() {
+        XCTAssertEqual(ReplyCause.upstreamTimeout.outcome.label, "upstream_error")
+        XCTAssertEqual(ReplyCause.upstreamUnavailable(.connect).outcome.label, "upstream_error")
+        XCTAssertEqual(ReplyCause.authenticationFailed(.unknownToken).outcome.label, "refused")
+        XCTAssertEqual(ReplyCause.rateLimited(retryAfter: .seconds(1)).outcome.label, "limited")
+        XCTAssertEqual(ReplyCause.shed.outcome.label, "shed")
     }
 
     func testAuthFailureMethodLabel_ByCredentialKind() {

@@ -275,12 +275,14 @@ class H2Client:
     """One HTTP/2 connection over TLS to the proxy that carries requests one after another, so a test
     can send several requests on a connection opened before something changed (a reload)."""
 
-    def __init__(self, port: int, ca_file: str, timeout: float = 10):
+    def __init__(self, port: int, ca_file: str, timeout: float = 10, validate_outbound: bool = True):
+        """`validate_outbound=False` lets a test send header blocks the h2 library would refuse."""
         self.timeout = timeout
         self.sock = tls_connect(port, ca_file, timeout=timeout)
         try:
             assert self.sock.selected_alpn_protocol() == "h2", self.sock.selected_alpn_protocol()
-            self.connection = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+            self.connection = H2Connection(H2Configuration(
+                client_side=True, header_encoding="utf-8", validate_outbound_headers=validate_outbound))
             self.connection.initiate_connection()
             self.sock.sendall(self.connection.data_to_send())
         except BaseException:
@@ -350,10 +352,11 @@ class H2Client:
 
 
 def h2_request(
-    port: int, ca_file: str, headers: list[tuple[str, str]], body: bytes = b"", timeout: float = 10
+    port: int, ca_file: str, headers: list[tuple[str, str]], body: bytes = b"", timeout: float = 10,
+    validate_outbound: bool = True,
 ) -> H2Response:
     """One HTTP/2 request on its own connection; waits for the end of the response."""
-    with H2Client(port, ca_file, timeout=timeout) as client:
+    with H2Client(port, ca_file, timeout=timeout, validate_outbound=validate_outbound) as client:
         return client.request(headers, body)
 
 

@@ -1,0 +1,600 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ProxyAuth
+import ProxyTLS
+
+/// Serves OTLP/HTTP over HTTP/1.1 on one client connection: the HTTP/1.1 front of the `Exchange`.
+/// Each request gets an exchange that decides routing, authentication, admission, the upstream head,
+/// relaying and the record; this handler turns NIO's HTTP/1.1 parts into its inputs and performs its
+/// decisions, relaying through an `UpstreamHTTP1Relay` on the event loop's pool.
+///
+/// What stays here is HTTP/1.1 mechanics. It sits last in the client pipeline, right behind NIO's
+/// HTTP/1.1 codec, and handles pipelining itself: parts of a request that arrive while the previous
+/// response is still going out wait in `queue` (with client reads held) and are handed over, in order,
+/// once that response has ended. It also counts what the decoder produced for the connection's framing
+/// budget (`HTTP1FramingMeter`; the other half is `HTTP1RawByteCounter` before the decoder). Owns at
+/// most one upstream relay at a time. Backpressure: client reads are held while no upstream is attached
+/// or it cannot take more bytes, or a pipelined request waits, and upstream reads are held while the
+/// client cannot, so at most about one read is buffered per direction.
+final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        /// Between requests.
+        case idle
+        /// A local reply went out; the rest of the request body is read and dropped.
+        case discarding
+        /// Credentials are checked (possibly off the event loop) and the tenant admitted. Body parts
+        /// that arrive meanwhile queue here (bounded: reads are held in this state).
+        case authenticating(pending: [ByteBuffer])
+        /// Admitted; waiting for an upstream connection. Body parts that arrive meanwhile queue here
+        /// (bounded: reads are held in this state).
+        case connecting(head: HTTPRequestHead, pending: [ByteBuffer])
+        /// Relaying to and from the receiver.
+        case forwarding(UpstreamHTTP1Relay)
+        /// The connection is closing; everything that arrives is dropped.
+        case closing
+    }
+
+    /// A request part or parser error that arrived while the previous response was still going out.
+    private enum Queued {
+        case part(HTTPServerRequestPart)
+        case error(any Error)
+    }
+
+    /// The runtime current at accept: the connection's idle timeout. Each request is judged by the
+    /// runtime in force when its head arrives (read by its `Exchange`).
+    private let connectionRuntime: ProxyRuntime
+    private let pool: UpstreamHTTP1Pool
+    private let pools: UpstreamPools
+    /// The framing budget this handler feeds with what the decoder produced.
+    private let meter: HTTP1FramingMeter
+    private let services: ProxyServices
+    /// The client certificate verified in the TLS handshake, if any.
+    private let peerCertificate: PeerCertificate?
+    private let logger: Logger
+
+    private var context: ChannelHandlerContext?
+    private var state: State = .idle {
+        didSet {
+            if case .idle = state { idleSince = .now() }
+        }
+    }
+    /// The current request's exchange; from its head until the next head.
+    private var core: Exchange?
+    /// When the connection last became idle (no request in flight): `http.idle_timeout` counts from here.
+    private var idleSince = NIODeadline.now()
+    /// Closes the connection once it has been idle for `http.idle_timeout`. One timer per connection,
+    /// rescheduled when it fires, rather than a timer reset (and a write promise) on every read and write.
+    private var idleCheck: Scheduled<Void>?
+
+    // Per-request facts of the connection's framing.
+    private var requestVersion: HTTPVersion = .http1_1
+    private var keepAlive = true
+    /// Watches the receiver through the exchange's deadline: one timer per connection, rescheduled
+    /// when it fires while a response is awaited, rather than one per request.
+    private var responseTimer: Scheduled<Void>?
+
+    private var readsHeld = false
+    private var pendingRead = false
+    /// The server is draining: every response says `Connection: close` and the connection closes after it.
+    private var draining = false
+
+    /// Parts of the next request(s), and parser errors, that arrived while a response was going out;
+    /// client reads are held while it is not empty, so it holds at most what one read decoded to.
+    private var queue = CircularBuffer<Queued>()
+    /// `deliverQueued` is running: a response that ends meanwhile leaves the queue to it.
+    private var delivering = false
+
+    private var requestComplete: Bool { core?.requestComplete ?? false }
+
+    /// The current request has ended but its response has not: what arrives now belongs to the next
+    /// request and waits in `queue`.
+    private var awaitsResponse: Bool {
+        switch state {
+        case .authenticating, .connecting: return requestComplete
+        case .forwarding: return requestComplete && !(core?.responseComplete ?? true)
+        case .idle, .discarding, .closing: return false
+        }
+    }
+
+    /// Queued request parts, counted for load shedding (`limits.max_buffered_bytes`).
+    private var held: HeldBytes
+
+    init(
+        connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, pool: UpstreamHTTP1Pool, meter: HTTP1FramingMeter,
+        services: ProxyServices, peerCertificate: PeerCertificate?, logger: Logger
+    ) {
+        self.connectionRuntime = runtime
+        self.pools = pools
+        self.pool = pool
+        self.meter = meter
+        self.services = services
+        self.peerCertificate = peerCertificate
+        self.logger = logger
+        self.held = HeldBytes(gauge: services.limits.buffered)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        idleSince = .now()
+        scheduleIdleCheck(in: connectionRuntime.limits.idleTimeout, context: context)
+    }
+
+    private func scheduleIdleCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            idleCheckFired(context: context)
+        }
+    }
+
+    private func idleCheckFired(context: ChannelHandlerContext) {
+        idleCheck = nil
+        guard context.channel.isActive else { return }
+        let timeout = connectionRuntime.limits.idleTimeout
+        guard case .idle = state else {
+            scheduleIdleCheck(in: timeout, context: context)
+            return
+        }
+        let idleFor = NIODeadline.now() - idleSince
+        if idleFor >= timeout {
+            closeNow(context: context)
+        } else {
+            scheduleIdleCheck(in: timeout - idleFor, context: context)
+        }
+    }
+
+    /// The client's address for the access log, formatted once per connection.
+    private var peer: String??
+
+    private func peerAddress(_ context: ChannelHandlerContext) -> String? {
+        if let peer { return peer }
+        let formatted = context.channel.remoteAddress?.hostPort
+        peer = .some(formatted)
+        return formatted
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
+        responseTimer?.cancel()
+        responseTimer = nil
+        held.releaseAll()
+        // The context holds this handler strongly: keeping it would be a cycle leaking both.
+        self.context = nil
+    }
+
+    /// A new exchange for a request arriving now, judged by the runtime in force now.
+    private func makeExchange(version: HTTPVersion, context: ChannelHandlerContext) -> Exchange {
+        Exchange(
+            runtime: services.runtime.load(), client: .http1(version), peer: peerAddress(context),
+            peerCertificate: peerCertificate, defaultAuthority: (grpc: pools.grpcAuthority, http: pools.httpAuthority),
+            recorder: services.metrics, logger: logger)
+    }
+
+    // MARK: Client side
+
+    /// True while a client read is being handled: upstream writes made then are flushed once, at the
+    /// end of the request or at `channelReadComplete`, instead of once per part.
+    private var inClientRead = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        // The framing budget counts what the decoder produced as it comes out of the decoder, before
+        // any part waits in the queue (`HTTP1RawByteCounter` checks it once the read is decoded).
+        switch part {
+        case .head(let head): meter.budget.decodedHead(bytes: HTTP1FramingMeter.size(head), fields: head.headers.count)
+        case .body(let buffer): meter.budget.decodedBody(buffer.readableBytes)
+        case .end: meter.budget.decodedEnd()
+        }
+        if case .closing = state { return }
+        if !queue.isEmpty || awaitsResponse {
+            queue.append(.part(part))
+            readsHeld = true
+            return
+        }
+        receivedPart(part, context: context)
+    }
+
+    private func receivedPart(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        inClientRead = true
+        defer { inClientRead = false }
+        switch part {
+        case .head(let head): receivedHead(head, context: context)
+        case .body(let buffer): receivedBody(buffer, end: false, context: context)
+        case .end: receivedBody(context.channel.allocator.buffer(capacity: 0), end: true, context: context)
+        }
+    }
+
+    /// A response ended: hands over what waited for it, in order, until a request again awaits its
+    /// response (or the connection closes), then flushes what went upstream and resumes reading.
+    private func deliverQueued(context: ChannelHandlerContext) {
+        guard !delivering, !queue.isEmpty else { return }
+        delivering = true
+        var delivered = false
+        while !queue.isEmpty, !awaitsResponse {
+            if case .closing = state {
+                queue.removeAll()
+                break
+            }
+            switch queue.removeFirst() {
+            case .part(let part):
+                receivedPart(part, context: context)
+                delivered = true
+            case .error(let error):
+                receivedError(error, context: context)
+            }
+        }
+        delivering = false
+        if delivered, case .forwarding(let relay) = state { relay.flush() }
+        updateReadHold(context: context)
+    }
+
+    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard case .idle = state else {
+            // Requests are handed over one at a time (`queue`); anything else is a bug.
+            closeNow(context: context)
+            return
+        }
+        requestVersion = head.version
+        keepAlive = head.isKeepAlive && !draining
+        var exchange = makeExchange(version: head.version, context: context)
+        let action = exchange.receivedHead(
+            ExchangeRequestHead(http1: head), overloaded: services.isOverloaded(runtime: exchange.runtime))
+        core = exchange
+        switch action {
+        case .reply(let reply):
+            send(reply, context: context)
+        case .authenticate(let credentials):
+            state = .authenticating(pending: [])
+            updateReadHold(context: context)
+            AuthFlow.run(credentials, runtime: exchange.runtime, services: services, eventLoop: context.eventLoop) {
+                [self] outcome in
+                credentialsDecided(outcome)
+            }
+        }
+    }
+
+    private func credentialsDecided(_ outcome: AuthOutcome) {
+        guard let context, case .authenticating(let pending) = state, let decided = core?.credentialsDecided(outcome) else {
+            return
+        }
+        switch decided {
+        case .ignore:
+            return
+        case .reply(let reply):
+            send(reply, context: context)
+        case .admit(let tenant, let bodySoFar):
+            let admission = services.admitTenantRequest(
+                tenant: tenant, bodySoFar: bodySoFar, runtime: core!.runtime, logger: logger)
+            switch core!.admission(admission) {
+            case .ignore:
+                return
+            case .reply(let reply):
+                send(reply, context: context)
+            case .acquire(.http1(let upstreamHead)):
+                if core!.expectsContinue && !requestComplete {
+                    context.writeAndFlush(
+                        wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
+                }
+                state = .connecting(head: upstreamHead, pending: pending)
+                updateReadHold(context: context)
+                pool.acquire { [self] result in
+                    upstreamAcquired(result)
+                }
+            case .acquire(.h2c):
+                // HTTP/1.1 carries no gRPC: the exchange never routes one there.
+                closeNow(context: context)
+            }
+        }
+    }
+
+    private func receivedBody(_ buffer: ByteBuffer, end: Bool, context: ChannelHandlerContext) {
+        guard core != nil else { return }
+        if let tenant = core!.admittedTenant {
+            services.chargeTenantBody(tenant: tenant, bytes: buffer.readableBytes, runtime: core!.runtime)
+        }
+        switch core!.requestBody(buffer, endStream: end) {
+        case .drop:
+            if case .discarding = state {
+                if end {
+                    state = .idle
+                    if !keepAlive { closeNow(context: context) }
+                } else if core!.bodyBytes > core!.runtime.limits.maxRequestBodySize {
+                    // A refused request that keeps sending more than any accepted one could: stop reading it.
+                    closeNow(context: context)
+                }
+            }
+        case .end(let ending):
+            self.end(ending, context: context)
+        case .forward:
+            switch state {
+            case .authenticating(var pending):
+                if !end {
+                    pending.append(buffer)
+                    held.add(buffer.readableBytes)
+                }
+                state = .authenticating(pending: pending)
+            case .connecting(let upstreamHead, var pending):
+                if !end {
+                    pending.append(buffer)
+                    held.add(buffer.readableBytes)
+                }
+                state = .connecting(head: upstreamHead, pending: pending)
+            case .forwarding(let relay):
+                relay.send(buffer, end: end, flush: end)
+                if end { startResponseTimer(context: context) }
+            case .idle, .discarding, .closing:
+                break
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding(let relay) = state { relay.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .forwarding(let relay) = state {
+            relay.holdReads(!context.channel.isWritable)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .forwarding(let relay) = state { relay.abort() }
+        responseTimer?.cancel()
+        idleCheck?.cancel()
+        idleCheck = nil
+        held.releaseAll()
+        queue.removeAll()
+        core?.clientGone()
+        state = .closing
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // After the connection closed (the decoder reports a body cut short at EOF): the request
+        // was already recorded as `client_gone` and no reply can be written.
+        if case .closing = state { return }
+        // A parser error behind a request whose response is still going out belongs to the next
+        // request: it is answered in order, once that response has ended.
+        if error is HTTPParserError, !queue.isEmpty || awaitsResponse {
+            queue.append(.error(error))
+            readsHeld = true
+            return
+        }
+        receivedError(error, context: context)
+    }
+
+    private func receivedError(_ error: any Error, context: ChannelHandlerContext) {
+        if case .closing = state { return }
+        if let parserError = error as? HTTPParserError {
+            let cause: ReplyCause = parserError == .headerOverflow ? .headersTooLarge : .malformed(.unparsable)
+            if case .idle = state {
+                // Between requests: the error belongs to the next request (one pipelined behind a
+                // request that was in flight reaches us only once that response has ended), so the
+                // previous request's exchange must not decide how to answer it.
+                core = makeExchange(version: requestVersion, context: context)
+            }
+            guard core != nil else {
+                closeNow(context: context)
+                return
+            }
+            end(core!.unreadableRequest(cause), context: context)
+            return
+        }
+        // Transport or TLS failure: nothing sensible can be written any more.
+        logger.debug("client connection error", metadata: ["error": "\(error)"])
+        closeNow(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ProxyDrainEvent {
+            // The request in progress (if any) finishes with `Connection: close`; an idle connection goes now.
+            draining = true
+            keepAlive = false
+            if case .idle = state { closeNow(context: context) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsHeld || !queue.isEmpty {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    // MARK: Upstream side
+
+    private func upstreamAcquired(_ result: Result<UpstreamHTTP1Connection, any Error>) {
+        guard let context, case .connecting(let upstreamHead, let pending) = state else {
+            // The client went away or was refused while we connected: the connection is clean.
+            if case .success(let connection) = result { pool.release(connection) }
+            return
+        }
+        switch result {
+        case .failure(let error):
+            logger.warning("upstream unavailable", metadata: ["upstream": "\(pool.address.hostPort)", "error": "\(error)"])
+            if let ending = core?.upstreamFailed(.connect) { end(ending, context: context) }
+        case .success(let connection):
+            let relay = UpstreamHTTP1Relay(connection: connection, pool: pool, declaredLength: core?.declaredLength, client: self)
+            relay.holdReads(!context.channel.isWritable)
+            state = .forwarding(relay)
+            core?.upstreamAttached()
+            held.releaseAll()
+            relay.start(head: upstreamHead, requestComplete: requestComplete)
+            for buffer in pending { relay.send(buffer, end: false, flush: false) }
+            if requestComplete { relay.send(context.channel.allocator.buffer(capacity: 0), end: true, flush: false) }
+            if !inClientRead || requestComplete { relay.flush() }
+            if requestComplete { startResponseTimer(context: context) }
+            updateReadHold(context: context)
+        }
+    }
+
+    func relayResponseHead(_ head: HTTPResponseHead) {
+        guard let context, core != nil else { return }
+        let out = core!.responseHead(
+            status: Int(head.status.code), fields: head.headers.lazy.map { (name: $0.name, value: $0.value) },
+            endStream: false, now: .now())
+        guard case .http1(var response) = out else { return }
+        response.status = head.status
+        if !keepAlive { response.headers.replaceOrAdd(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+    }
+
+    func relayResponseBody(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        core?.responseData(buffer, endStream: false, now: .now())
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    func relayResponseEnded(requestWasComplete: Bool) {
+        guard let context, case .forwarding = state else { return }
+        core?.responseEnded()
+        if !requestWasComplete {
+            // The receiver answered before the body ended: the rest is read and dropped.
+            state = .discarding
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            updateReadHold(context: context)
+            return
+        }
+        state = keepAlive ? .idle : .closing
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if keepAlive {
+            // The next pipelined request, if one waited, now finds the exchange idle.
+            deliverQueued(context: context)
+            updateReadHold(context: context)
+        } else {
+            queue.removeAll()
+            context.close(promise: nil)
+        }
+    }
+
+    func relayReadComplete() {
+        context?.flush()
+    }
+
+    func relayWritabilityChanged(isWritable: Bool) {
+        guard let context else { return }
+        updateReadHold(context: context)
+    }
+
+    func relayUpstreamClosed() {
+        guard let context, case .forwarding = state else { return }
+        state = .idle
+        if let ending = core?.upstreamBroke(.reset) { end(ending, context: context) }
+    }
+
+    // MARK: Helpers
+
+    private func startResponseTimer(context: ChannelHandlerContext) {
+        core?.requestSentUpstream(now: .now())
+        // A timer left from an earlier request fires no later than this one would, and reschedules.
+        if responseTimer == nil, let deadline = core?.upstreamDeadline {
+            scheduleResponseTimer(at: deadline, context: context)
+        }
+    }
+
+    private func scheduleResponseTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            responseTimedOut()
+        }
+    }
+
+    private func responseTimedOut() {
+        responseTimer = nil
+        guard let context, core != nil else { return }
+        switch core!.upstreamTimerFired(now: .now()) {
+        case .none:
+            break
+        case .rearm(let deadline):
+            scheduleResponseTimer(at: deadline, context: context)
+        case .end(let ending):
+            end(ending, context: context)
+        }
+    }
+
+    /// Ends the request as the exchange decided: a local reply, or a close when part of the response
+    /// is with the client already (the only honest signal left on HTTP/1.1).
+    private func end(_ ending: ExchangeEnd, context: ChannelHandlerContext) {
+        switch ending {
+        case .reply(let reply):
+            if case .forwarding(let relay) = state { relay.abort() }
+            send(reply, context: context)
+        case .trailers, .abort:
+            closeNow(context: context)
+        }
+    }
+
+    /// Writes a local reply. When the request body has not been read yet it is dropped as it arrives
+    /// (keeping the connection), unless the reply closes the connection.
+    private func send(_ reply: ExchangeReply, context: ChannelHandlerContext) {
+        let closeAfter = reply.closeConnection || !keepAlive
+        held.releaseAll()
+        let head = reply.reply.head(
+            version: requestVersion, encoding: reply.encoding, bodyLength: reply.body.readableBytes, close: closeAfter)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(reply.body))), promise: nil)
+        if closeAfter {
+            state = .closing
+            queue.removeAll()
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
+                lingeringClose(context: context)
+            }
+        } else {
+            state = requestComplete ? .idle : .discarding
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // The next pipelined request, if one waited, now finds this one finished.
+            deliverQueued(context: context)
+        }
+        updateReadHold(context: context)
+    }
+
+    /// How long a refused client may keep sending after the reply before the connection is cut.
+    static let lingerTime: TimeAmount = .seconds(2)
+
+    /// Closes our side after a reply while the client may still be sending (a request refused
+    /// mid-body or mid-header): closing at once with unread bytes makes the kernel send a reset that
+    /// can destroy the reply before the client reads it. So the output closes (TLS close_notify,
+    /// then FIN), input is read and dropped, and the connection closes when the client does or
+    /// after `lingerTime`.
+    private func lingeringClose(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        context.close(mode: .output, promise: nil)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
+            context.close(promise: nil)
+        }
+    }
+
+    private func closeNow(context: ChannelHandlerContext) {
+        core?.clientGone()
+        if case .forwarding(let relay) = state { relay.abort() }
+        held.releaseAll()
+        queue.removeAll()
+        state = .closing
+        context.close(promise: nil)
+    }
+
+    /// Holds client reads while waiting for an upstream connection or while it cannot take more, and
+    /// while a pipelined request waits in the queue.
+    private func updateReadHold(context: ChannelHandlerContext) {
+        let stateHolds: Bool
+        switch state {
+        case .authenticating, .connecting: stateHolds = true
+        case .forwarding(let relay): stateHolds = !relay.isWritable
+        case .idle, .discarding, .closing: stateHolds = false
+        }
+        readsHeld = stateHolds || !queue.isEmpty
+        if !readsHeld && pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import NIOHTTP1
+import ProxyHTTP2
+
+/// Where an accepted request goes: an OTLP/gRPC call to the gRPC receiver over h2c, or an OTLP/HTTP
+/// request to the HTTP receiver over HTTP/1.1.
+enum ExchangeRoute: Equatable, Sendable {
+    case grpc(OTLPSignal)
+    case http(OTLPSignal)
+
+    var signal: OTLPSignal {
+        switch self {
+        case .grpc(let signal), .http(let signal): return signal
+        }
+    }
+}
+
+/// The head of the request the receiver gets, in the receiver's protocol.
+enum UpstreamRequest {
+    /// For the gRPC receiver (h2c): pseudo-header fields first, then the regular fields.
+    case h2c([HTTP2HeaderField])
+    /// For the HTTP receiver.
+    case http1(HTTPRequestHead)
+}
+
+extension HeaderPolicy {
+    /// Builds every upstream request head, for both receivers and from both client protocols: the one
+    /// place where the client's head becomes the receiver's.
+    ///
+    /// - The receiver gets exactly one authority: `:authority` for h2c, one `Host` for HTTP/1.1, from
+    ///   `authority` (the client's `:authority` or its single `Host`); every client `host` field is
+    ///   dropped (the exchange already refused a head whose `host` disagreed with `:authority`).
+    /// - The target is the client's, query included, for OTLP/HTTP; the method's fixed path for gRPC.
+    /// - Client fields pass through `forwardedRequestFields` (tenant and owned headers, hop-by-hop,
+    ///   credentials and `Connection`-nominated names removed); then the tenant header and the
+    ///   credential's extra headers are added.
+    /// - An HTTP/2 request that ended with its head and declared no length gets `content-length: 0`,
+    ///   so the HTTP/1.1 receiver sees an unambiguous empty body.
+    func upstreamRequest(
+        _ route: ExchangeRoute, head: ExchangeRequestHead, authority: String, tenant: String,
+        extra: [(name: String, value: String)], declaresLength: Bool
+    ) -> UpstreamRequest {
+        let fields = head.fieldPairs
+        let nominated = Self.connectionNominated(pairs: fields)
+        switch route {
+        case .grpc(let signal):
+            var out: [HTTP2HeaderField] = [
+                HTTP2HeaderField(name: ":method", value: "POST"),
+                HTTP2HeaderField(name: ":scheme", value: "http"),
+                HTTP2HeaderField(name: ":authority", value: authority),
+                HTTP2HeaderField(name: ":path", value: signal.grpcPath),
+                HTTP2HeaderField(name: "te", value: "trailers"),
+            ]
+            forwardedRequestFields(fields, nominated: nominated) { _, lower, value in
+                if lower != "host" { out.append(HTTP2HeaderField(name: lower, value: value)) }
+            }
+            out.append(HTTP2HeaderField(name: tenantHeaderLowercased, value: tenant))
+            for (name, value) in extra { out.append(HTTP2HeaderField(name: name.lowercased(), value: value)) }
+            return .h2c(out)
+        case .http:
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: authority)
+            forwardedRequestFields(fields, nominated: nominated) { name, lower, value in
+                if lower != "host" { headers.add(name: name, value: value) }
+            }
+            headers.add(name: tenantHeader, value: tenant)
+            for (name, value) in extra { headers.add(name: name, value: value) }
+            if head.endStream && !declaresLength { headers.add(name: "content-length", value: "0") }
+            var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: head.target)
+            request.headers = headers
+            return .http1(request)
+        }
+    }
+}
