@@ -12,7 +12,7 @@ import ProxyTLS
 /// h2c, anything else follows the OTLP/HTTP rules and is translated to HTTP/1.1 for the HTTP
 /// receiver. Output is drained from the session only while the socket is writable, so a client that
 /// stops reading holds at most its own flow-control windows here.
-final class HTTP2ServerConnection: ChannelDuplexHandler {
+final class HTTP2ServerConnection: ChannelDuplexHandler, HTTP2ChannelDriverDelegate {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -29,9 +29,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private let session: HTTP2Session
     private var context: ChannelHandlerContext?
     private var exchanges: [Int32: HTTP2StreamExchange] = [:]
-    private let queue = HTTP2EventQueue()
     private var closing = false
-    private var outputPending = false
     /// Request DATA not yet consumed and response DATA not yet sent, per stream, for load shedding.
     private var held: StreamHeldBytes
     /// The client's address, for the access log.
@@ -63,7 +61,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         settings.maxHeaderListBytes = runtime.limits.maxHeaderBytes
         settings.maxHeaderCount = runtime.limits.maxHeaderCount
         self.session = try HTTP2Session(role: .server, settings: settings)
+        self.driver = HTTP2ChannelDriver(session: session, delegate: self)
     }
+
+    /// Moves the session's bytes: set at the end of `init` (it needs `self` as its delegate).
+    private var driver: HTTP2ChannelDriver!
 
     /// Set in handlerAdded; outlives `context`, which is released in handlerRemoved.
     private var loop: (any EventLoop)?
@@ -73,6 +75,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        driver.attach(context)
         loop = context.eventLoop
         peerAddress = context.channel.remoteAddress?.hostPort
         flushOutput()  // our SETTINGS
@@ -85,6 +88,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         stallCheck = nil
         upstreamCheck?.cancel()
         upstreamCheck = nil
+        driver.detach()
         self.context = nil
     }
 
@@ -93,14 +97,12 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         do {
-            try session.receive(unwrapInboundIn(data), events: &queue.events)
+            try driver.receive(unwrapInboundIn(data))
         } catch {
             logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
-            handleEvents()
             closeConnection(sendGoaway: false)
             return
         }
-        handleEvents()
         if !session.wantsRead && !isWritable {
             // The session is over (nghttp2 ended it) and the client is not reading: nothing can
             // finish, and its bytes would keep the connection from ever being idle.
@@ -179,13 +181,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
     }
 
-    private func handleEvents() {
-        queue.drain { event in
-            handle(event)
-        }
-    }
-
-    private func handle(_ event: HTTP2Event) {
+    func handle(_ event: HTTP2Event) {
         switch event {
         case .headers(let streamID, let fields, let kind, let endStream):
             switch kind {
@@ -355,40 +351,26 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         scheduleFlush()
     }
 
-    /// Coalesces output: work done for many streams (and upstream events) in one event-loop tick
-    /// leaves as one write. A read burst ends with `channelReadComplete`, which flushes at once.
-    private var flushScheduled = false
-
     private func scheduleFlush() {
-        guard !flushScheduled, let context else { return }
-        flushScheduled = true
-        context.eventLoop.assumeIsolated().execute { [self] in
-            if flushScheduled { flushOutput() }
-        }
+        driver.scheduleFlush()
     }
 
-    /// Drains the session into one write, unless the client is not reading (then on writability).
+    func flushScheduledOutput() {
+        flushOutput()
+    }
+
+    /// Drains the session into one write, unless the client is not reading (then on writability);
+    /// closes once the session is finished both ways.
     func flushOutput(force: Bool = false) {
         guard let context else { return }
-        flushScheduled = false
-        guard force || context.channel.isWritable else {
-            outputPending = true
-            return
-        }
-        outputPending = false
-        var buffer = context.channel.allocator.buffer(capacity: 0)
         do {
-            try session.drainOutput(into: &buffer, events: &queue.events)
+            try driver.flush(whenWritable: !force)
         } catch {
             closing = true
             context.close(promise: nil)
             return
         }
-        if buffer.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        }
-        if !queue.isEmpty { handleEvents() }
-        if !closing && !session.wantsRead && !session.wantsWrite {
+        if !closing && driver.isFinished {
             closing = true
             context.close(promise: nil)
         }

@@ -20,7 +20,7 @@ protocol UpstreamH2StreamDelegate: AnyObject {
 /// Owns its `HTTP2Session` (client role) and the map from stream id to the exchange using it. Owned by
 /// its channel's pipeline; the pool keeps it while it can take streams. Flow control is end to end:
 /// received DATA is consumed only when the exchange reports the client took it.
-final class UpstreamH2Connection: ChannelDuplexHandler {
+final class UpstreamH2Connection: ChannelDuplexHandler, HTTP2ChannelDriverDelegate {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Never
     typealias OutboundOut = ByteBuffer
@@ -28,7 +28,6 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     private let session: HTTP2Session
     private var context: ChannelHandlerContext?
     private var streams: [Int32: any UpstreamH2StreamDelegate] = [:]
-    private let queue = HTTP2EventQueue()
     private(set) var isActive = false
     /// The receiver sent GOAWAY or the connection failed: no new streams.
     private(set) var goingAway = false
@@ -44,7 +43,11 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     init(settings: HTTP2SessionSettings, settingsTimeout: TimeAmount) throws {
         session = try HTTP2Session(role: .client, settings: settings)
         self.settingsTimeout = settingsTimeout
+        driver = HTTP2ChannelDriver(session: session, delegate: self)
     }
+
+    /// Moves the session's bytes: set at the end of `init` (it needs `self` as its delegate).
+    private var driver: HTTP2ChannelDriver!
 
     /// Whether one more stream may be opened now. Counts the streams handed out (not only those
     /// nghttp2 has opened), so a burst of exchanges never overbooks a connection.
@@ -65,12 +68,14 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        driver.attach(context)
         if context.channel.isActive { becameActive(context: context) }
     }
 
     /// The context holds this handler strongly: keeping it after removal would be a cycle that
     /// leaks both with every closed connection.
     func handlerRemoved(context: ChannelHandlerContext) {
+        driver.detach()
         self.context = nil
     }
 
@@ -103,17 +108,14 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = unwrapInboundIn(data)
         do {
-            try session.receive(bytes, events: &queue.events)
+            try driver.receive(unwrapInboundIn(data))
         } catch {
-            handleEvents()
             markUnusable()
             flushOutput()
             context.close(promise: nil)
             return
         }
-        handleEvents()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -173,13 +175,7 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
         callback?(self)
     }
 
-    private func handleEvents() {
-        queue.drain { event in
-            handle(event)
-        }
-    }
-
-    private func handle(_ event: HTTP2Event) {
+    func handle(_ event: HTTP2Event) {
         switch event {
         case .headers(let streamID, let fields, let kind, let endStream):
             streams[streamID]?.upstreamHeaders(fields, kind: kind, endStream: endStream)
@@ -211,31 +207,23 @@ final class UpstreamH2Connection: ChannelDuplexHandler {
     }
 
     /// Coalesces output: streams opened and data queued in one event-loop tick leave as one write.
-    private var flushScheduled = false
-
     private func scheduleFlush() {
-        guard !flushScheduled, let context else { return }
-        flushScheduled = true
-        context.eventLoop.assumeIsolated().execute { [self] in
-            if flushScheduled { flushOutput() }
-        }
+        driver.scheduleFlush()
+    }
+
+    func flushScheduledOutput() {
+        flushOutput()
     }
 
     /// Sends whatever the session has to send, as one write.
     func flushOutput() {
-        flushScheduled = false
         guard let context, isActive else { return }
-        var buffer = context.channel.allocator.buffer(capacity: 0)
         do {
-            try session.drainOutput(into: &buffer, events: &queue.events)
+            try driver.flush()
         } catch {
             markUnusable()
             context.close(promise: nil)
         }
-        if buffer.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        }
-        if !queue.isEmpty { handleEvents() }
     }
 }
 
