@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Every C library is imported by exactly one Swift module (see DESIGN.md, "Layout"):
-// COpenSSL → ProxyTLS, CJansson → ProxyJSON, CNghttp2 → ProxyHTTP2, CCrypt → ProxyAuth.
+// COpenSSL → ProxyTLS, CJansson → ProxyJSON, CNghttp2 → ProxyHTTP2, CCrypt → ProxyAuth,
+// CZlib and CZstd → ProxyCompression.
 let package = Package(
     name: "otlp-auth-proxy",
     platforms: [.macOS(.v13)],
@@ -32,6 +33,12 @@ let package = Package(
         .systemLibrary(
             name: "CCrypt", pkgConfig: "libcrypt",
             providers: [.apt(["libcrypt-dev"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
         // glibc's malloc.h (malloc_trim) for ProxyCore; part of libc, so no package and nothing to link.
         .systemLibrary(name: "CMalloc"),
 
@@ -45,6 +52,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
+        // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink now; the proxy later).
+        .target(name: "ProxyCompression", dependencies: ["CZlib", "CZstd"]),
         // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
         .target(name: "ProxyYAML"),
         .target(
@@ -94,6 +103,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
+        .testTarget(name: "ProxyCompressionTests", dependencies: ["ProxyCompression"]),
         .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
         .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(
