@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "ProxySink",
             dependencies: [
-                "ProxyJSON", "ProxyHTTP2",
+                "ProxyJSON", "ProxyHTTP2", "ProxyCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
