@@ -31,6 +31,7 @@ public final class Decompressor {
     /// The largest piece of output written per decoder call.
     static let chunkSize = 64 * 1024
 
+    /// The decoder behind the loop; each case's class owns its C stream and frees it.
     private enum Decoder {
         case identity
         case zlib(ZlibInflateStream)

@@ -4,6 +4,7 @@ import Foundation
 /// Python's zlib module for the zlib format (which `deflate` means). Nothing is checked in, and
 /// the decompressors are tested against independent encoders.
 enum SystemCompressors {
+    /// A compressor command that exited non-zero.
     struct CommandFailed: Error, CustomStringConvertible {
         var command: String
         var status: Int32

@@ -3,6 +3,7 @@ import Foundation
 /// Compressed request bodies made at test time by the system's `gzip` and `zstd` and Python's
 /// zlib module (the zlib format, which `deflate` means); nothing compressed is checked in.
 enum SystemCompressors {
+    /// A compressor command that exited non-zero.
     struct CommandFailed: Error {
         var command: String
         var status: Int32
