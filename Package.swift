@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Every C library is imported by exactly one Swift module (see DESIGN.md, "Layout"):
-// COpenSSL → ProxyTLS, CJansson → ProxyJSON, CNghttp2 → ProxyHTTP2, CCrypt → ProxyAuth.
+// COpenSSL → ProxyTLS, CJansson → ProxyJSON, CNghttp2 → ProxyHTTP2, CCrypt → ProxyAuth,
+// CZlib and CZstd → ProxyCompression.
 let package = Package(
     name: "otlp-auth-proxy",
     platforms: [.macOS(.v13)],
@@ -33,6 +34,12 @@ let package = Package(
         .systemLibrary(
             name: "CCrypt", pkgConfig: "libcrypt",
             providers: [.apt(["libcrypt-dev"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
         // glibc's malloc.h (malloc_trim) for ProxyCore; part of libc, so no package and nothing to link.
         .systemLibrary(name: "CMalloc"),
 
@@ -46,6 +53,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
+        // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink now; the proxy later).
+        .target(name: "ProxyCompression", dependencies: ["CZlib", "CZstd"]),
         // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
         .target(name: "ProxyYAML"),
         .target(
@@ -71,7 +80,7 @@ let package = Package(
         .target(
             name: "ProxySink",
             dependencies: [
-                "ProxyJSON", "ProxyHTTP2",
+                "ProxyJSON", "ProxyHTTP2", "ProxyCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -96,6 +105,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
+        .testTarget(name: "ProxyCompressionTests", dependencies: ["ProxyCompression"]),
         .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
         .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(

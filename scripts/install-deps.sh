@@ -5,7 +5,9 @@ set -euo pipefail
 
 packages=(
   libssl-dev libnghttp2-dev libjansson-dev libcrypt-dev pkg-config   # system libraries the build links
+  zlib1g-dev libzstd-dev                                             # ... and the decompressors (ProxyCompression)
   openssl curl nghttp2-client ca-certificates testssl.sh             # dev certificates and real test clients
+  gzip zstd                                                          # compressed test fixtures, made at test time
   python3 python3-venv                                               # end-to-end tests (OpenTelemetry SDK)
 )
 

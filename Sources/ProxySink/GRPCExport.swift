@@ -2,6 +2,7 @@
 // message is reassembled from DATA, and which gRPC status each outcome gets. The h2c channel
 // handler (SinkGRPCHandler) only moves bytes and frames.
 import NIOCore
+import ProxyCompression
 
 extension OTLPSignal {
     /// `/opentelemetry.proto.collector.trace.v1.TraceService/Export` → `.traces`, and so on.
@@ -30,6 +31,8 @@ enum GRPCStatusCode: Int, Equatable {
     case invalidArgument = 3
     case resourceExhausted = 8
     case unimplemented = 12
+    case `internal` = 13
+    case unavailable = 14
 }
 
 /// How the sink answers one gRPC call.
@@ -48,12 +51,15 @@ struct GRPCReply: Equatable {
     /// A successful Export carries one response message; every failure is trailers-only.
     var hasResponseMessage: Bool { httpStatus == 200 && status == .ok }
 
-    /// The response HEADERS: for a trailers-only reply they carry the status too.
+    /// The response HEADERS: for a trailers-only reply they carry the status too. Every gRPC
+    /// reply says which message encodings the sink reads (`grpc-accept-encoding`).
     var headerFields: [(name: String, value: String)] {
         guard httpStatus == 200 else {
             return [(":status", String(httpStatus)), ("content-type", "text/plain; charset=utf-8")]
         }
-        var fields: [(name: String, value: String)] = [(":status", "200"), ("content-type", "application/grpc")]
+        var fields: [(name: String, value: String)] = [
+            (":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", SinkState.acceptedCodings),
+        ]
         if !hasResponseMessage { fields += trailerFields }
         return fields
     }
@@ -86,7 +92,11 @@ struct GRPCReply: Equatable {
 /// Why a request stream does not hold exactly one usable message.
 enum GRPCFramingError: Error, Equatable, CustomStringConvertible {
     case tooLarge(declared: Int, limit: Int)
-    case compressedFlag(UInt8)
+    /// Compressed-Flag 1 on a call without a `grpc-encoding` (or with identity): the gRPC spec
+    /// forbids it, and gRPC implementations answer INTERNAL.
+    case compressedWithoutEncoding
+    /// A Compressed-Flag other than 0 or 1.
+    case invalidFlag(UInt8)
     case noMessage
     case truncated(declared: Int, received: Int)
     case moreThanOneMessage
@@ -94,7 +104,8 @@ enum GRPCFramingError: Error, Equatable, CustomStringConvertible {
     var description: String {
         switch self {
         case .tooLarge(let declared, let limit): return "message of \(declared) bytes is larger than the sink's limit of \(limit)"
-        case .compressedFlag(let flag): return "message flag \(flag): the sink accepts only uncompressed messages"
+        case .compressedWithoutEncoding: return "compressed message on a call without grpc-encoding"
+        case .invalidFlag(let flag): return "message flag \(flag) is neither 0 (uncompressed) nor 1 (compressed)"
         case .noMessage: return "the request carries no message"
         case .truncated(let declared, let received): return "message truncated: \(received) of \(declared) bytes"
         case .moreThanOneMessage: return "more than one message on a unary call"
@@ -102,20 +113,33 @@ enum GRPCFramingError: Error, Equatable, CustomStringConvertible {
     }
 
     var status: GRPCStatusCode {
-        if case .tooLarge = self { return .resourceExhausted }
-        return .invalidArgument
+        switch self {
+        case .tooLarge: return .resourceExhausted
+        case .compressedWithoutEncoding, .invalidFlag: return .internal
+        case .noMessage, .truncated, .moreThanOneMessage: return .invalidArgument
+        }
     }
+}
+
+/// The one message of a unary call, as it arrived: `compressed` is its Compressed-Flag.
+struct GRPCMessage: Equatable {
+    var compressed: Bool
+    var bytes: [UInt8]
 }
 
 /// Reassembles the single length-prefixed message of a unary call from DATA chunks.
 /// It never holds more than the 5-byte prefix plus `maxMessageBytes`: a larger declared length
-/// fails as soon as the prefix is complete.
+/// fails as soon as the prefix is complete, and so does a compressed message on a call whose
+/// `coding` is identity. It does not decompress (`GRPCExport.evaluate` does).
 struct GRPCUnaryMessageReader {
     let maxMessageBytes: Int
+    /// The call's `grpc-encoding`.
+    let coding: ContentCoding
     private var bytes: [UInt8] = []
 
-    init(maxMessageBytes: Int) {
+    init(maxMessageBytes: Int, coding: ContentCoding = .identity) {
         self.maxMessageBytes = maxMessageBytes
+        self.coding = coding
     }
 
     private var declaredLength: Int? {
@@ -126,19 +150,20 @@ struct GRPCUnaryMessageReader {
     mutating func append(_ chunk: ByteBuffer) throws(GRPCFramingError) {
         bytes.append(contentsOf: chunk.readableBytesView)
         guard let declared = declaredLength else { return }
-        guard bytes[0] == 0 else { throw .compressedFlag(bytes[0]) }
+        guard bytes[0] <= 1 else { throw .invalidFlag(bytes[0]) }
+        guard bytes[0] == 0 || coding != .identity else { throw .compressedWithoutEncoding }
         guard declared <= maxMessageBytes else { throw .tooLarge(declared: declared, limit: maxMessageBytes) }
         guard bytes.count <= 5 + declared else { throw .moreThanOneMessage }
     }
 
     /// The message, once the request stream has ended.
-    func finish() throws(GRPCFramingError) -> [UInt8] {
+    func finish() throws(GRPCFramingError) -> GRPCMessage {
         guard let declared = declaredLength else {
             if bytes.isEmpty { throw .noMessage }
             throw .truncated(declared: 5, received: bytes.count)
         }
         guard bytes.count == 5 + declared else { throw .truncated(declared: declared, received: bytes.count - 5) }
-        return Array(bytes[5...])
+        return GRPCMessage(compressed: bytes[0] == 1, bytes: Array(bytes[5...]))
     }
 }
 
@@ -154,13 +179,23 @@ enum GRPCExport {
         guard request.method == "POST", OTLPSignal(grpcPath: request.path) != nil else {
             return .failure(.unimplemented, "unknown method \(request.path); the sink serves the three OTLP Export methods")
         }
-        for header in request.headers where header.name == "grpc-encoding" {
-            let coding = header.value.trimmingSpaces().lowercased()
-            if !coding.isEmpty && coding != "identity" {
-                return .failure(.unimplemented, "grpc-encoding \(coding) is not supported by the sink; send uncompressed messages")
-            }
+        guard messageCoding(request) != nil else {
+            let declared = request.headers.filter { $0.name == "grpc-encoding" }.map(\.value).joined(separator: ", ")
+            let shown = declared.count <= 64 ? declared : String(declared.prefix(61)) + "..."
+            // The reply's grpc-accept-encoding lists what would do (gRPC compression spec).
+            return .failure(.unimplemented, "grpc-encoding \(shown) is not supported by the sink; it accepts \(SinkState.acceptedCodings)")
         }
         return nil
+    }
+
+    /// The call's message coding from `grpc-encoding`: none (or empty) is identity; nil for an
+    /// unknown one or more than one field.
+    static func messageCoding(_ request: SinkRequest) -> ContentCoding? {
+        let values = request.headers.filter { $0.name == "grpc-encoding" }.map(\.value)
+        guard let value = values.first else { return .identity }
+        guard values.count == 1 else { return nil }
+        if value.trimmingSpaces().isEmpty { return .identity }
+        return ContentCoding(token: value)
     }
 
     private static func isGRPC(_ contentType: String) -> Bool {
@@ -168,22 +203,48 @@ enum GRPCExport {
         return media == "application/grpc" || media == "application/grpc+proto"
     }
 
-    /// Counts the message of a call that passed `check`; the outcome is what the sink records.
-    static func evaluate(_ request: SinkRequest, message: Result<[UInt8], GRPCFramingError>) -> (SinkState.Outcome, GRPCReply) {
+    /// Decompresses (into at most `maxMessageBytes`) and counts the message of a call that passed
+    /// `check`; the outcome is what the sink records.
+    static func evaluate(_ request: SinkRequest, message: Result<GRPCMessage, GRPCFramingError>,
+                         maxMessageBytes: Int) -> (SinkState.Outcome, GRPCReply) {
         if let early = check(request) { return (recorded(nil), early) }
         guard let signal = OTLPSignal(grpcPath: request.path) else {
             return (recorded(nil), .failure(.unimplemented, "unknown method \(request.path)"))
         }
+        let body: [UInt8]
         switch message {
         case .failure(let error):
             return (recorded(nil), .failure(error.status, error.description))
-        case .success(let body):
+        case .success(let message) where !message.compressed:
+            body = message.bytes
+        case .success(let message):
+            // The reader refused a compressed message on an identity call, and `check` an unknown coding.
+            let coding = messageCoding(request) ?? .identity
             do {
-                let items = try OTLPItemCounter.countProtobuf(signal, body)
-                return (SinkState.Outcome(response: okResponse, signal: signal, items: items), .exported)
+                body = try Decompressor.decompress(message.bytes, coding: coding, limit: maxMessageBytes)
             } catch {
-                return (recorded(nil), .failure(.invalidArgument, "malformed \(signal.rawValue) export request: \(error)"))
+                return (recorded(nil), decompressionFailure(error, coding: coding, maxMessageBytes: maxMessageBytes))
             }
+        }
+        do {
+            let items = try OTLPItemCounter.countProtobuf(signal, body)
+            return (SinkState.Outcome(response: okResponse, signal: signal, items: items), .exported)
+        } catch {
+            return (recorded(nil), .failure(.invalidArgument, "malformed \(signal.rawValue) export request: \(error)"))
+        }
+    }
+
+    /// RESOURCE_EXHAUSTED past the limit (as for a declared length over it), INVALID_ARGUMENT for
+    /// data that is not valid in its coding, UNAVAILABLE (retried) when no decompressor could be set up.
+    private static func decompressionFailure(_ error: DecompressionError, coding: ContentCoding, maxMessageBytes: Int) -> GRPCReply {
+        switch error {
+        case .tooLarge:
+            return .failure(.resourceExhausted,
+                            "message larger than the sink's limit of \(maxMessageBytes) bytes after grpc-encoding \(coding.name) is decoded")
+        case .setupFailed:
+            return .failure(.unavailable, "grpc-encoding \(coding.name): \(error)")
+        case .corrupt, .truncated, .trailingData, .unsupportedCoding:
+            return .failure(.invalidArgument, "grpc-encoding \(coding.name): \(error)")
         }
     }
 

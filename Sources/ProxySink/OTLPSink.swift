@@ -26,7 +26,9 @@ public final class OTLPSink: Sendable {
     ///   - grpcPort: the OTLP/gRPC (h2c) listener's port on the same host; nil for none, 0 for an
     ///     ephemeral one.
     ///   - maxBodyBytes: larger request bodies get 413 and the connection is closed; a gRPC message
-    ///     declared larger gets RESOURCE_EXHAUSTED.
+    ///     declared larger gets RESOURCE_EXHAUSTED. A compressed body or message must also
+    ///     decompress to at most this many bytes (else 413 / RESOURCE_EXHAUSTED, and nothing past
+    ///     the limit is decompressed).
     public init(host: String, port: Int, grpcPort: Int? = nil, eventLoopGroup: any EventLoopGroup, logger: Logger,
                 maxBodyBytes: Int = 64 * 1024 * 1024) {
         self.host = host
@@ -110,20 +112,20 @@ public final class OTLPSink: Sendable {
         state.withLockedValue { $0.reset() }
     }
 
-    /// Routes one complete request. Bodies are counted outside the lock; only the
-    /// bookkeeping takes it.
+    /// Routes one complete request. Bodies are decompressed and counted outside the lock; only
+    /// the bookkeeping takes it.
     func process(_ request: SinkRequest) -> SinkResponse {
         if request.path == "/stats" || request.path == "/stats/reset" {
-            return state.withLockedValue { $0.handle(request) }
+            return state.withLockedValue { $0.handle(request, maxBodyBytes: maxBodyBytes) }
         }
-        let outcome = SinkState.evaluate(request)
+        let outcome = SinkState.evaluate(request, maxBodyBytes: maxBodyBytes)
         state.withLockedValue { $0.record(request, outcome: outcome) }
         return outcome.response
     }
 
     /// Counts one gRPC call whose message was read (or failed to be) and returns its reply.
-    func processGRPC(_ request: SinkRequest, message: Result<[UInt8], GRPCFramingError>) -> GRPCReply {
-        let (outcome, reply) = GRPCExport.evaluate(request, message: message)
+    func processGRPC(_ request: SinkRequest, message: Result<GRPCMessage, GRPCFramingError>) -> GRPCReply {
+        let (outcome, reply) = GRPCExport.evaluate(request, message: message, maxMessageBytes: maxBodyBytes)
         state.withLockedValue { $0.record(request, outcome: outcome) }
         return reply
     }

@@ -96,8 +96,10 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
             method: value(":method"), path: value(":path"),
             headers: fields.filter { !$0.name.hasPrefix(":") }.map { (name: $0.name, value: $0.value) },
             body: [])
-        calls[id] = Call(request: request, reader: GRPCUnaryMessageReader(maxMessageBytes: maxMessageBytes),
-                         requestEnded: endStream)
+        // An unknown grpc-encoding is answered by `check` below; the reader never runs for it.
+        let reader = GRPCUnaryMessageReader(maxMessageBytes: maxMessageBytes,
+                                            coding: GRPCExport.messageCoding(request) ?? .identity)
+        calls[id] = Call(request: request, reader: reader, requestEnded: endStream)
         if let early = GRPCExport.check(request) {
             sink.recordGRPC(request)
             answer(id, early)
@@ -119,7 +121,7 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let call = calls[id] else { return }
         calls[id]?.requestEnded = true
         guard !call.answered else { return }
-        let message: Result<[UInt8], GRPCFramingError>
+        let message: Result<GRPCMessage, GRPCFramingError>
         do {
             message = .success(try call.reader.finish())
         } catch {

@@ -1,5 +1,6 @@
 // What the sink remembers between requests, and the pure request → response logic.
 // The channel handler only moves bytes; everything decided here is testable without I/O.
+import ProxyCompression
 import ProxyJSON
 
 /// Per-tenant counters.
@@ -135,7 +136,8 @@ struct SinkState {
     mutating func reset() { stats = SinkStats() }
 
     /// Decides the response for `request` and records it (except for the stats endpoints).
-    mutating func handle(_ request: SinkRequest) -> SinkResponse {
+    /// `maxBodyBytes` bounds the body after decompression (see `evaluate`).
+    mutating func handle(_ request: SinkRequest, maxBodyBytes: Int) -> SinkResponse {
         switch request.path {
         case "/stats":
             guard request.method == "GET" else { return .text(405, "use GET for /stats", extra: [("allow", "GET")]) }
@@ -145,7 +147,7 @@ struct SinkState {
             reset()
             return SinkResponse(status: 200, headers: [("content-type", "application/json")], body: Array("{}".utf8))
         default:
-            let outcome = Self.evaluate(request)
+            let outcome = Self.evaluate(request, maxBodyBytes: maxBodyBytes)
             record(request, outcome: outcome)
             return outcome.response
         }
@@ -158,39 +160,68 @@ struct SinkState {
         var items = 0
     }
 
-    /// Routing, content checks and counting; no state involved.
-    static func evaluate(_ request: SinkRequest) -> Outcome {
+    /// The codings the sink decompresses, for `Accept-Encoding` on a 415 and `grpc-accept-encoding`.
+    static let acceptedCodings = "gzip, zstd, deflate, identity"
+
+    /// Routing, content checks, decompression and counting; no state involved. A compressed body
+    /// is decompressed into at most `maxBodyBytes` bytes (the limit the raw body had too): past
+    /// that the request gets 413 without anything more being decompressed.
+    static func evaluate(_ request: SinkRequest, maxBodyBytes: Int) -> Outcome {
         guard let signal = OTLPSignal(path: request.path) else {
             return Outcome(response: .text(404, "no such path; the sink serves POST /v1/traces, /v1/metrics, /v1/logs"))
         }
         guard request.method == "POST" else {
             return Outcome(response: .text(405, "OTLP export requests use POST", extra: [("allow", "POST")]))
         }
-        // gzip (and any other coding) is out of scope for the sink for now: it would need a
-        // decompressor with a ratio limit. Clients must send identity bodies.
-        for (name, value) in request.headers where name.lowercased() == "content-encoding" {
-            let coding = value.trimmingSpaces().lowercased()
-            if !coding.isEmpty && coding != "identity" {
-                return Outcome(response: .text(415, "content-encoding \(coding) is not supported by the sink; send uncompressed bodies"))
-            }
+        let coding: ContentCoding
+        do {
+            coding = try ContentCoding(contentEncoding: request.headers.filter { $0.name.lowercased() == "content-encoding" }.map(\.value))
+        } catch {
+            let declared = if case .unsupportedCoding(let name) = error { name } else { "\(error)" }
+            // RFC 9110 section 12.5.3: a 415 for a content coding says which codings would do.
+            return Outcome(response: .text(415, "content-encoding \(declared) is not supported by the sink; it accepts \(acceptedCodings)",
+                                           extra: [("accept-encoding", acceptedCodings)]))
         }
         let contentTypes = request.headers.filter { $0.name.lowercased() == "content-type" }.map(\.value)
         guard contentTypes.count == 1, let encoding = OTLPEncoding(contentType: contentTypes[0]) else {
             return Outcome(response: .text(415, "content-type must be application/x-protobuf or application/json"))
         }
+        let body: [UInt8]
+        if coding == .identity {
+            body = request.body
+        } else {
+            do {
+                body = try Decompressor.decompress(request.body, coding: coding, limit: maxBodyBytes)
+            } catch {
+                return Outcome(response: decompressionFailure(error, coding: coding, maxBodyBytes: maxBodyBytes))
+            }
+        }
         do {
             switch encoding {
             case .protobuf:
-                let items = try OTLPItemCounter.countProtobuf(signal, request.body)
+                let items = try OTLPItemCounter.countProtobuf(signal, body)
                 return Outcome(response: SinkResponse(status: 200, headers: [("content-type", "application/x-protobuf")], body: []),
                                signal: signal, items: items)
             case .json:
-                let items = try OTLPItemCounter.countJSON(signal, request.body)
+                let items = try OTLPItemCounter.countJSON(signal, body)
                 return Outcome(response: SinkResponse(status: 200, headers: [("content-type", "application/json")], body: Array("{}".utf8)),
                                signal: signal, items: items)
             }
         } catch {
             return Outcome(response: .text(400, "malformed \(signal.rawValue) export request: \(error)"))
+        }
+    }
+
+    /// 413 when the body decompresses past the limit, 400 when it is not valid data of its coding,
+    /// 503 when no decompressor could be set up (out of memory: worth a retry).
+    private static func decompressionFailure(_ error: DecompressionError, coding: ContentCoding, maxBodyBytes: Int) -> SinkResponse {
+        switch error {
+        case .tooLarge:
+            return .text(413, "request body larger than \(maxBodyBytes) bytes after content-encoding \(coding.name) is decoded")
+        case .setupFailed:
+            return .text(503, "content-encoding \(coding.name): \(error)")
+        case .corrupt, .truncated, .trailingData, .unsupportedCoding:
+            return .text(400, "content-encoding \(coding.name): \(error)")
         }
     }
 

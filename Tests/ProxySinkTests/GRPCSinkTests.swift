@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import ProxyCompression
 import ProxyHTTP2
 import XCTest
 @testable import ProxySink
@@ -102,6 +103,83 @@ final class GRPCSinkTests: XCTestCase {
         XCTAssertEqual(sink.snapshot().tenants[""]?.spans, 8000)
     }
 
+    // MARK: Compressed messages
+
+    func testH2cCompressedExport_GzipZstdDeflate_Accepted_SpansCounted() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        for (index, coding) in ["gzip", "zstd", "deflate"].enumerated() {
+            let message = try SystemCompressors.compress(Fixtures.traces([[index + 1, 2]]), coding)
+            let result = try await client.call(
+                GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath, extra: [("grpc-encoding", coding), ("x-scope-orgid", coding)]),
+                chunks: [GRPCTestClient.framed(message, flag: 1)])
+            XCTAssertEqual(result.grpcStatus, 0, "\(coding): \(result.grpcMessage ?? "")")
+            XCTAssertEqual(result.data, [0, 0, 0, 0, 0], "\(coding): the response message is not compressed")
+            XCTAssertEqual(result.header("grpc-accept-encoding"), "gzip, zstd, deflate, identity")
+            XCTAssertEqual(sink.snapshot().tenants[coding], TenantCounts(requests: 1, spans: index + 3), coding)
+        }
+    }
+
+    func testH2cGzipEncoding_UncompressedFlag_Accepted() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        // grpc-encoding names the coding a message may use; flag 0 says this one does not.
+        let result = try await export(client, .traces, Fixtures.traces([[4]]), headers: [("grpc-encoding", "gzip")])
+        XCTAssertEqual(result.grpcStatus, 0, result.grpcMessage ?? "")
+        XCTAssertEqual(sink.snapshot().tenants[""]?.spans, 4)
+    }
+
+    func testH2cGzipMessageCompressedInSplitFrames_Reassembled() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        let framed = GRPCTestClient.framed(try SystemCompressors.compress(Fixtures.traces([[30]]), "gzip"), flag: 1)
+        let chunks = stride(from: 0, to: framed.count, by: 3).map { Array(framed[$0..<min($0 + 3, framed.count)]) }
+        let result = try await client.call(
+            GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath, extra: [("grpc-encoding", "gzip")]), chunks: chunks)
+        XCTAssertEqual(result.grpcStatus, 0, result.grpcMessage ?? "")
+        XCTAssertEqual(sink.snapshot().tenants[""]?.spans, 30)
+    }
+
+    func testH2cCorruptGzipMessage_InvalidArgument_NothingCounted() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        var damaged = try SystemCompressors.compress(Fixtures.traces([[5]]), "gzip")
+        damaged[damaged.count - 6] ^= 0xff  // the CRC-32
+        let truncated = Array(try SystemCompressors.compress(Fixtures.traces([[5]]), "zstd").dropLast(4))
+        for (coding, message) in [("gzip", damaged), ("zstd", truncated), ("gzip", Array("not gzip".utf8))] {
+            let result = try await client.call(
+                GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath, extra: [("grpc-encoding", coding)]),
+                chunks: [GRPCTestClient.framed(message, flag: 1)])
+            XCTAssertEqual(result.grpcStatus, 3, coding)
+            XCTAssertTrue(result.grpcMessage?.hasPrefix("grpc-encoding \(coding): ") ?? false, result.grpcMessage ?? "")
+        }
+        XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 3))
+    }
+
+    func testH2cCompressedMessageDecompressingPastLimit_ResourceExhausted() async throws {
+        try await startSink(maxBodyBytes: 4096)
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        // 100 KiB of padding compresses to a few hundred bytes: small on the wire, too large inside.
+        let message = try SystemCompressors.compress(Fixtures.traces([[1]]) + padding(count: 100 * 1024), "zstd")
+        XCTAssertLessThan(message.count + 5, 4096)
+        let result = try await client.call(
+            GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath, extra: [("grpc-encoding", "zstd")]),
+            chunks: [GRPCTestClient.framed(message, flag: 1)])
+        XCTAssertEqual(result.grpcStatus, 8)
+        XCTAssertEqual(result.grpcMessage, "message larger than the sink's limit of 4096 bytes after grpc-encoding zstd is decoded")
+        XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 1))
+        // Exactly at the limit is still accepted.
+        let fits = Fixtures.traces([[2]])
+        let atLimit = fits + padding(count: 4096 - fits.count - 3)  // key (1 byte) + length (2 bytes) + padding
+        XCTAssertEqual(atLimit.count, 4096)
+        let accepted = try await client.call(
+            GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath, extra: [("grpc-encoding", "zstd")]),
+            chunks: [GRPCTestClient.framed(try SystemCompressors.compress(atLimit, "zstd"), flag: 1)])
+        XCTAssertEqual(accepted.grpcStatus, 0, accepted.grpcMessage ?? "")
+        XCTAssertEqual(sink.snapshot().tenants[""]?.spans, 2)
+    }
+
     /// An unknown field (number 15, length-delimited) the counter skips, to make a message big.
     private func padding(count: Int) -> [UInt8] {
         var writer = ProtoWriter()
@@ -127,12 +205,14 @@ final class GRPCSinkTests: XCTestCase {
         XCTAssertEqual(stats.lastRequest?.path, "/foo.Bar/Baz")
     }
 
-    func testH2cGzipEncoding_Unimplemented_WithMessage() async throws {
+    func testH2cUnknownEncoding_UnimplementedWithAcceptEncoding() async throws {
         let client = try await connect()
         defer { Task { await client.close() } }
-        let result = try await export(client, .traces, Fixtures.traces([[1]]), headers: [("grpc-encoding", "gzip")])
+        let result = try await export(client, .traces, Fixtures.traces([[1]]), headers: [("grpc-encoding", "snappy")])
         XCTAssertEqual(result.grpcStatus, 12)
-        XCTAssertTrue(result.grpcMessage?.contains("grpc-encoding gzip") ?? false, result.grpcMessage ?? "no grpc-message")
+        XCTAssertTrue(result.endedOnHeaders)
+        XCTAssertTrue(result.grpcMessage?.contains("grpc-encoding snappy is not supported") ?? false, result.grpcMessage ?? "no grpc-message")
+        XCTAssertEqual(result.header("grpc-accept-encoding"), "gzip, zstd, deflate, identity")
         XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 1))
     }
 
@@ -145,13 +225,17 @@ final class GRPCSinkTests: XCTestCase {
         XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 1))
     }
 
-    func testH2cCompressedFlag_InvalidArgument() async throws {
+    func testH2cCompressedFlagWithoutEncoding_Internal() async throws {
         let client = try await connect()
         defer { Task { await client.close() } }
-        let result = try await client.call(GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath),
-                                           chunks: [GRPCTestClient.framed(Fixtures.traces([[1]]), flag: 1)])
-        XCTAssertEqual(result.grpcStatus, 3)
-        XCTAssertEqual(sink.snapshot().tenants[""]?.spans, 0)
+        let compressed = try SystemCompressors.compress(Fixtures.traces([[1]]), "gzip")
+        for headers in [[], [("grpc-encoding", "identity")]] {
+            let result = try await client.call(GRPCTestClient.requestFields(path: OTLPSignal.traces.grpcPath, extra: headers),
+                                               chunks: [GRPCTestClient.framed(compressed, flag: 1)])
+            XCTAssertEqual(result.grpcStatus, 13, "\(headers)")
+            XCTAssertEqual(result.grpcMessage, "compressed message on a call without grpc-encoding")
+        }
+        XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 2))
     }
 
     func testH2cTwoMessagesOnUnaryCall_InvalidArgument() async throws {
@@ -222,13 +306,13 @@ final class GRPCExportTests: XCTestCase {
         try reader.append(ByteBuffer(bytes: [0, 0, 0]))
         try reader.append(ByteBuffer(bytes: [0, 3, 7]))
         try reader.append(ByteBuffer(bytes: [8, 9]))
-        XCTAssertEqual(try reader.finish(), [7, 8, 9])
+        XCTAssertEqual(try reader.finish(), GRPCMessage(compressed: false, bytes: [7, 8, 9]))
     }
 
     func testReader_EmptyMessage_IsAMessage() throws {
         var reader = GRPCUnaryMessageReader(maxMessageBytes: 100)
         try reader.append(ByteBuffer(bytes: [0, 0, 0, 0, 0]))
-        XCTAssertEqual(try reader.finish(), [])
+        XCTAssertEqual(try reader.finish(), GRPCMessage(compressed: false, bytes: []))
     }
 
     func testReader_Truncated() throws {
@@ -248,15 +332,53 @@ final class GRPCExportTests: XCTestCase {
         }
     }
 
+    func testReader_CompressedFlag_KeptWhenTheCallHasAnEncoding() throws {
+        var reader = GRPCUnaryMessageReader(maxMessageBytes: 100, coding: .gzip)
+        try reader.append(ByteBuffer(bytes: [1, 0, 0, 0, 2, 0x1f, 0x8b]))
+        XCTAssertEqual(try reader.finish(), GRPCMessage(compressed: true, bytes: [0x1f, 0x8b]))
+        var plain = GRPCUnaryMessageReader(maxMessageBytes: 100, coding: .zstd)
+        try plain.append(ByteBuffer(bytes: [0, 0, 0, 0, 1, 7]))
+        XCTAssertEqual(try plain.finish(), GRPCMessage(compressed: false, bytes: [7]))
+    }
+
+    func testReader_CompressedFlagWithoutEncoding_InternalOnThePrefix() {
+        var reader = GRPCUnaryMessageReader(maxMessageBytes: 100)
+        XCTAssertThrowsError(try reader.append(ByteBuffer(bytes: [1, 0, 0, 0, 50]))) { error in
+            XCTAssertEqual(error as? GRPCFramingError, .compressedWithoutEncoding)
+            XCTAssertEqual((error as? GRPCFramingError)?.status, .internal)
+        }
+        var flagTwo = GRPCUnaryMessageReader(maxMessageBytes: 100, coding: .gzip)
+        XCTAssertThrowsError(try flagTwo.append(ByteBuffer(bytes: [2, 0, 0, 0, 1]))) { error in
+            XCTAssertEqual(error as? GRPCFramingError, .invalidFlag(2))
+            XCTAssertEqual((error as? GRPCFramingError)?.status, .internal)
+        }
+    }
+
+    func testMessageCoding_FromGRPCEncoding() {
+        func coding(_ values: [String]) -> ContentCoding? {
+            GRPCExport.messageCoding(SinkRequest(method: "POST", path: OTLPSignal.traces.grpcPath,
+                                                 headers: values.map { ("grpc-encoding", $0) }, body: []))
+        }
+        XCTAssertEqual(coding([]), .identity)
+        XCTAssertEqual(coding([""]), .identity)
+        XCTAssertEqual(coding(["identity"]), .identity)
+        XCTAssertEqual(coding(["gzip"]), .gzip)
+        XCTAssertEqual(coding(["zstd"]), .zstd)
+        XCTAssertEqual(coding(["deflate"]), .deflate)
+        XCTAssertNil(coding(["snappy"]))
+        XCTAssertNil(coding(["gzip", "gzip"]))
+    }
+
     func testReplies_SuccessHasMessageAndTrailers_FailureIsTrailersOnly() {
         let ok = GRPCReply.exported
         XCTAssertTrue(ok.hasResponseMessage)
-        XCTAssertEqual(ok.headerFields.map(\.name), [":status", "content-type"])
+        XCTAssertEqual(ok.headerFields.map(\.name), [":status", "content-type", "grpc-accept-encoding"])
         XCTAssertEqual(ok.trailerFields.map(\.value), ["0"])
 
         let failed = GRPCReply.failure(.unimplemented, "unknown method /x")
         XCTAssertFalse(failed.hasResponseMessage)
-        XCTAssertEqual(failed.headerFields.map(\.name), [":status", "content-type", "grpc-status", "grpc-message"])
+        XCTAssertEqual(failed.headerFields.map(\.name),
+                       [":status", "content-type", "grpc-accept-encoding", "grpc-status", "grpc-message"])
         XCTAssertEqual(failed.headerFields.first { $0.name == "grpc-status" }?.value, "12")
     }
 

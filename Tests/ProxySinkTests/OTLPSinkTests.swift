@@ -175,16 +175,87 @@ final class OTLPSinkTests: XCTestCase {
         XCTAssertEqual(sink.snapshot().tenants[""]?.spans, 0)
     }
 
-    func testGzipContentEncoding_415NamesEncoding() async throws {
+    func testCompressedBodies_GzipZstdDeflate_AcceptedAndCountedAfterDecompression() async throws {
         let client = try await connect()
         defer { Task { await client.close() } }
-        let response = try await client.request("POST", "/v1/traces", headers: [protobuf, ("content-encoding", "gzip")],
-                                                body: [0x1f, 0x8b])
-        XCTAssertEqual(response.status, 415)
-        XCTAssertTrue(response.text.contains("gzip"), response.text)
+        let cases: [(header: String, coding: String)] = [("gzip", "gzip"), ("zstd", "zstd"), ("deflate", "deflate"),
+                                                         ("GZIP", "gzip"), ("x-gzip", "gzip"), ("identity, zstd", "zstd")]
+        for (index, item) in cases.enumerated() {
+            let body = try SystemCompressors.compress(Fixtures.traces([[index + 1]]), item.coding)
+            let response = try await client.request("POST", "/v1/traces",
+                                                    headers: [protobuf, ("content-encoding", item.header), ("x-scope-orgid", "t\(index)")],
+                                                    body: body)
+            XCTAssertEqual(response.status, 200, "\(item.header): \(response.text)")
+            XCTAssertEqual(sink.snapshot().tenants["t\(index)"], TenantCounts(requests: 1, spans: index + 1), item.header)
+        }
+        let json = Array(#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{},{},{}]}]}]}"#.utf8)
+        let logs = try await client.request("POST", "/v1/logs",
+                                            headers: [("content-type", "application/json"), ("content-encoding", "gzip")],
+                                            body: try SystemCompressors.compress(json, "gzip"))
+        XCTAssertEqual(logs.status, 200, logs.text)
+        XCTAssertEqual(logs.text, "{}")
+        XCTAssertEqual(sink.snapshot().tenants[""]?.logRecords, 3)
+    }
+
+    func testIdentityContentEncoding_Accepted() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
         let identity = try await client.request("POST", "/v1/traces", headers: [protobuf, ("content-encoding", "identity")],
                                                 body: Fixtures.traces([[1]]))
         XCTAssertEqual(identity.status, 200)
+    }
+
+    func testUnknownContentEncoding_415NamesItAndListsAcceptEncoding() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        for (value, named) in [("br", "br"), ("gzip, gzip", "gzip, gzip"), ("gzip, zstd", "gzip, zstd")] {
+            let response = try await client.request("POST", "/v1/traces", headers: [protobuf, ("content-encoding", value)],
+                                                    body: try SystemCompressors.compress(Fixtures.traces([[1]]), "gzip"))
+            XCTAssertEqual(response.status, 415, value)
+            XCTAssertTrue(response.text.contains("content-encoding \(named) is not supported"), response.text)
+            XCTAssertEqual(response.header("accept-encoding"), "gzip, zstd, deflate, identity")
+        }
+        XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 3))
+    }
+
+    func testCorruptOrTruncatedCompressedBody_400_NothingCounted() async throws {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        let body = Fixtures.traces([[3]])
+        var damaged = try SystemCompressors.compress(body, "gzip")
+        damaged[damaged.count - 6] ^= 0xff  // the CRC-32
+        let truncated = Array(try SystemCompressors.compress(body, "deflate").dropLast(2))
+        let zlibAsGzip = try SystemCompressors.compress(body, "deflate")
+        for (coding, data) in [("gzip", damaged), ("deflate", truncated), ("gzip", zlibAsGzip), ("zstd", body)] {
+            let response = try await client.request("POST", "/v1/traces",
+                                                    headers: [protobuf, ("content-encoding", coding), ("x-scope-orgid", "t")],
+                                                    body: data)
+            XCTAssertEqual(response.status, 400, "\(coding): \(response.text)")
+            XCTAssertTrue(response.text.hasPrefix("content-encoding \(coding): "), response.text)
+            XCTAssertNil(response.header("connection"), "the body was read: the connection stays open")
+        }
+        XCTAssertEqual(sink.snapshot().tenants["t"], TenantCounts(requests: 4))
+    }
+
+    func testCompressedBodyDecompressingPastLimit_413_SmallerOneAccepted() async throws {
+        try await sink.shutdown()
+        try await startSink(maxBodyBytes: 4096)
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        // Spans with long names: about 60 KiB of protobuf that gzip makes smaller than the limit.
+        var big = ProtoWriter()
+        big.bytes(15, [UInt8](repeating: 0x61, count: 60 * 1024))
+        let body = try SystemCompressors.compress(Fixtures.traces([[2]]) + big.bytes, "gzip")
+        XCTAssertLessThan(body.count, 4096)
+        let response = try await client.request("POST", "/v1/traces", headers: [protobuf, ("content-encoding", "gzip")], body: body)
+        XCTAssertEqual(response.status, 413)
+        XCTAssertEqual(response.text, "request body larger than 4096 bytes after content-encoding gzip is decoded\n")
+        XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 1))
+        // The same connection goes on; a body that fits after decompression is counted.
+        let small = try await client.request("POST", "/v1/traces", headers: [protobuf, ("content-encoding", "gzip")],
+                                             body: try SystemCompressors.compress(Fixtures.traces([[2]]), "gzip"))
+        XCTAssertEqual(small.status, 200)
+        XCTAssertEqual(sink.snapshot().tenants[""], TenantCounts(requests: 2, spans: 2))
     }
 
     func testMalformedProtobuf_400_NothingCounted() async throws {

@@ -505,8 +505,9 @@ def wait_until(check, expect: bool, timeout: float = 6.0) -> bool:
 
 DOCKERFILE = DEPLOY / "docker/Dockerfile"
 RUNTIME_PACKAGES = {"libssl3", "libnghttp2-14", "libjansson4", "ca-certificates"}
-# In debian:bookworm-slim already: the C library, libcrypt, the C++ and GCC runtimes (apt needs them).
-BASE_IMAGE_PACKAGES = {"libc6", "libcrypt1", "libstdc++6", "libgcc-s1", "zlib1g"}
+# In debian:bookworm-slim already: the C library, libcrypt, the C++ and GCC runtimes (apt needs them),
+# zlib and libzstd (dpkg pre-depends on both).
+BASE_IMAGE_PACKAGES = {"libc6", "libcrypt1", "libstdc++6", "libgcc-s1", "zlib1g", "libzstd1"}
 
 
 def dockerfile_stages() -> list[tuple[str, str]]:
