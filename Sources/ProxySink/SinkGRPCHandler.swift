@@ -3,11 +3,11 @@ import Logging
 import NIOCore
 import ProxyHTTP2
 
-/// Per-connection handler for the gRPC listener. Owns the connection's `HTTP2Session` (created
-/// in `handlerAdded`, dropped with the handler); every read feeds the session, handles the events
-/// and writes what the session wants to send. The sink is the end of the line, so DATA is
-/// consumed (window reopened) as soon as it is read.
-final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// Per-connection handler for the gRPC listener. Owns the connection's `HTTP2Session` through an
+/// `HTTP2ChannelDriver` (created in `handlerAdded`, dropped with the handler); every read feeds the
+/// session, handles the events and writes what the session wants to send. The sink is the end of the
+/// line, so DATA is consumed (window reopened) as soon as it is read.
+final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler, HTTP2ChannelDriverDelegate {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -22,7 +22,10 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let sink: OTLPSink
     private let maxMessageBytes: Int
     private let logger: Logger
-    private var session: HTTP2Session?
+    private var driver: HTTP2ChannelDriver?
+    /// Set in `handlerAdded`, dropped in `handlerRemoved` (the context holds this handler strongly).
+    private var context: ChannelHandlerContext?
+    private var session: HTTP2Session? { driver?.session }
     private var calls: [Int32: Call] = [:]
     /// Streams to reset with NO_ERROR once their trailers-only reply has been serialised
     /// (an RST_STREAM queued before the reply HEADERS would make nghttp2 drop the HEADERS).
@@ -36,7 +39,10 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         do {
-            session = try HTTP2Session(role: .server)
+            let driver = HTTP2ChannelDriver(session: try HTTP2Session(role: .server), delegate: self)
+            driver.attach(context)
+            self.driver = driver
+            self.context = context
         } catch {
             logger.error("sink cannot create an HTTP/2 session", metadata: ["error": "\(error)"])
             context.close(promise: nil)
@@ -48,18 +54,20 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelActive()
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        driver?.detach()
+        self.context = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let session else { return }
-        var events: [HTTP2Event] = []
+        guard let driver else { return }
         do {
-            try session.receive(unwrapInboundIn(data), events: &events)
+            try driver.receive(unwrapInboundIn(data))
         } catch {
             logger.debug("sink h2c connection error", metadata: ["error": "\(error)"])
-            handle(events, context: context)
             flush(context: context, closeAfter: true)
             return
         }
-        handle(events, context: context)
         flush(context: context)
     }
 
@@ -70,23 +78,21 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Events
 
-    private func handle(_ events: [HTTP2Event], context: ChannelHandlerContext) {
-        for event in events {
-            switch event {
-            case .headers(let id, let fields, .request, let endStream):
-                started(id, fields: fields, endStream: endStream)
-            case .headers(let id, _, .trailers, _):
-                ended(id)
-            case .data(let id, let chunk, let endStream):
-                session?.consume(streamID: id, bytes: chunk.readableBytes)
-                if endStream { calls[id]?.requestEnded = true }
-                received(id, chunk)
-                if endStream { ended(id) }
-            case .streamClosed(let id, _):
-                calls.removeValue(forKey: id)
-            case .headers, .dataSent, .streamReset, .goaway, .remoteSettings:
-                break
-            }
+    func handle(_ event: HTTP2Event) {
+        switch event {
+        case .headers(let id, let fields, .request, let endStream):
+            started(id, fields: fields, endStream: endStream)
+        case .headers(let id, _, .trailers, _):
+            ended(id)
+        case .data(let id, let chunk, let endStream):
+            session?.consume(streamID: id, bytes: chunk.readableBytes)
+            if endStream { calls[id]?.requestEnded = true }
+            received(id, chunk)
+            if endStream { ended(id) }
+        case .streamClosed(let id, _):
+            calls.removeValue(forKey: id)
+        case .headers, .dataSent, .streamReset, .goaway, .remoteSettings:
+            break
         }
     }
 
@@ -157,31 +163,24 @@ final class SinkGRPCHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Output
 
+    func flushScheduledOutput() {
+        guard let context else { return }
+        flush(context: context)
+    }
+
     /// Writes what the session wants to send; closes when the session is finished (or `closeAfter`).
     private func flush(context: ChannelHandlerContext, closeAfter: Bool = false) {
-        guard let session else { return }
-        var output = context.channel.allocator.buffer(capacity: 0)
-        var events: [HTTP2Event] = []
+        guard let driver else { return }
         do {
-            try session.drainOutput(into: &output, events: &events)
+            try driver.flush()
             if !resetsAfterReply.isEmpty {
-                for id in resetsAfterReply { session.submitReset(streamID: id, errorCode: .noError) }
+                for id in resetsAfterReply { driver.session.submitReset(streamID: id, errorCode: .noError) }
                 resetsAfterReply.removeAll()
-                try session.drainOutput(into: &output, events: &events)
+                try driver.flush()
             }
         } catch {
             logger.debug("sink h2c output failed", metadata: ["error": "\(error)"])
         }
-        for case .streamClosed(let id, _) in events { calls.removeValue(forKey: id) }
-        let finished = closeAfter || (!session.wantsRead && !session.wantsWrite)
-        if output.readableBytes > 0 {
-            if finished {
-                let channel = context.channel
-                context.writeAndFlush(wrapOutboundOut(output)).whenComplete { _ in channel.close(promise: nil) }
-                return
-            }
-            context.writeAndFlush(wrapOutboundOut(output), promise: nil)
-        }
-        if finished { context.close(promise: nil) }
+        if closeAfter || driver.isFinished { context.close(promise: nil) }
     }
 }
