@@ -37,7 +37,7 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
             return
         }
         switch event {
-        case .handshakeCompleted(let negotiated, let peerCertificate):
+        case .handshakeCompleted(let negotiated, let peerCertificate, _):
             if negotiated == "h2" {
                 do {
                     let sync = context.pipeline.syncOperations
