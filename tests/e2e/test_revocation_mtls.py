@@ -417,7 +417,7 @@ def test_mtls_certificate_expiring_while_connected_ends_its_connections_at_not_a
     sink.require_grpc_port()
     pki = ClientCA(tmp_path / "pki")
     # X.509 times have whole seconds: the certificate is valid until the start of that second.
-    not_after = (NOW() + datetime.timedelta(seconds=6)).replace(microsecond=0)
+    not_after = (NOW() + datetime.timedelta(seconds=8)).replace(microsecond=0)
     a = pki.issue("exporter-a", IDENTITY_A, not_after=not_after)
     b = pki.issue("exporter-b", IDENTITY_B)
     proxy = start_mtls_proxy(binary, tmp_path / "proxy", certs, sink, pki, [IDENTITY_A, IDENTITY_B])
