@@ -114,7 +114,7 @@ final class ClientCertificateConnections: Sendable {
             case .keep:
                 break
             case .end(let reason, let detail):
-                end(id, reason: reason, detail: detail)
+                end(id, channel: channel, reason: reason, detail: detail)
                 return
             }
         }
@@ -126,15 +126,15 @@ final class ClientCertificateConnections: Sendable {
     /// chains costs a signature check or more each.
     func recheck(against runtime: ProxyRuntime, at now: WallTime = .now()) -> Int {
         let open = records.withLockedValue { records in
-            records.compactMap { id, record in record.ended ? nil : (id, record.certificate, record.chain) }
+            records.compactMap { id, record in record.ended ? nil : (id, record) }
         }
         var ended = 0
-        for (id, certificate, chain) in open {
-            switch ClientCertificateCheck.judge(certificate: certificate, chain: chain, against: runtime, at: now) {
+        for (id, record) in open {
+            switch ClientCertificateCheck.judge(certificate: record.certificate, chain: record.chain, against: runtime, at: now) {
             case .keep:
                 break
             case .end(let reason, let detail):
-                if end(id, reason: reason, detail: detail) { ended += 1 }
+                if end(id, channel: record.channel, reason: reason, detail: detail) { ended += 1 }
             }
         }
         return ended
@@ -155,7 +155,7 @@ final class ClientCertificateConnections: Sendable {
 
     private func checkExpiry(_ id: ObjectIdentifier, channel: any Channel) {
         guard channel.isActive,
-            let record = records.withLockedValue({ $0[id] }), !record.ended
+            let record = records.withLockedValue({ $0[id] }), record.channel === channel, !record.ended
         else { return }
         let verdict = ClientCertificateCheck.judge(
             certificate: record.certificate, chain: record.chain, against: runtime.load(), at: .now())
@@ -163,16 +163,19 @@ final class ClientCertificateConnections: Sendable {
         case .keep(let until):
             if let until { scheduleExpiryCheck(id, channel: channel, at: until) }
         case .end(let reason, let detail):
-            end(id, reason: reason, detail: detail)
+            end(id, channel: channel, reason: reason, detail: detail)
         }
     }
 
     /// Asks the connection to finish as in a drain, logs and counts it; false when it was already
-    /// ended or has closed.
+    /// ended or has closed. `channel` guards against a judgement that outlived its connection: once
+    /// a channel is gone, a new one may carry the same identifier.
     @discardableResult
-    private func end(_ id: ObjectIdentifier, reason: CertificateEndReason, detail: String) -> Bool {
+    private func end(
+        _ id: ObjectIdentifier, channel: any Channel, reason: CertificateEndReason, detail: String
+    ) -> Bool {
         let record = records.withLockedValue { records -> Record? in
-            guard var record = records[id], !record.ended else { return nil }
+            guard var record = records[id], record.channel === channel, !record.ended else { return nil }
             record.ended = true
             records[id] = record
             return record
