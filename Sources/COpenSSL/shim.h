@@ -62,4 +62,10 @@ static inline long otlp_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
 }
 static inline uint64_t otlp_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }
 
+// Client certificate chains kept past the handshake (ProxyTLS/PeerChain.swift): sk_X509_pop_free
+// is a macro, and the cast of X509_free to the stack's free function type is C's to make.
+static inline void otlp_sk_X509_pop_free(STACK_OF(X509) *stack) {
+    sk_X509_pop_free(stack, X509_free);
+}
+
 #endif

@@ -94,6 +94,7 @@ public final class ProxyMetrics: Sendable {
         lastReloadSuccess.set(WallTime.now().secondsSince1970)
         // Present from the first scrape, so dashboards see zeros rather than absent series.
         for result in ["success", "failure"] { _ = reloads(result) }
+        for reason in CertificateEndReason.allCases { _ = connectionsEnded(reason.rawValue) }
     }
 
     /// Replaces the access log (nil turns it off): reload may change `log.access_log` or `log.format`.
@@ -191,6 +192,12 @@ public final class ProxyMetrics: Sendable {
         ).increment()
     }
 
+    /// A connection the proxy asked to finish because its client certificate no longer passes
+    /// (`reason`: a `CertificateEndReason`).
+    func connectionEnded(reason: String) {
+        connectionsEnded(reason).increment()
+    }
+
     /// A request refused because its tenant was over a rate (`kind`: `requests` or `bytes`).
     func rateLimited(tenant: String, kind: String) {
         counter(
@@ -242,6 +249,14 @@ public final class ProxyMetrics: Sendable {
 
     private func reloads(_ result: String) -> Counter {
         counter("reloads", help: "Configuration reloads, by result", labels: [("result", result)])
+    }
+
+    private func connectionsEnded(_ reason: String) -> Counter {
+        counter(
+            "connections_ended",
+            help: "Client connections asked to finish (GOAWAY, Connection: close) because their client certificate "
+                + "no longer passes, by reason",
+            labels: [("reason", reason)])
     }
 
     private func connections(_ listener: String) -> Gauge {

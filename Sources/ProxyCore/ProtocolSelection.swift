@@ -16,14 +16,20 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
     private let runtime: ProxyRuntime
     private let pools: UpstreamPools
     private let services: ProxyServices
+    /// Where a connection with a client certificate records itself, to be judged again later.
+    private let certificateConnections: ClientCertificateConnections
     private let logger: Logger
     /// A drain started during the handshake: the front gets the event once installed.
     private var draining = false
 
-    init(connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices, logger: Logger) {
+    init(
+        connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, services: ProxyServices,
+        certificateConnections: ClientCertificateConnections, logger: Logger
+    ) {
         self.runtime = runtime
         self.pools = pools
         self.services = services
+        self.certificateConnections = certificateConnections
         self.logger = logger
     }
 
@@ -37,7 +43,13 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
             return
         }
         switch event {
-        case .handshakeCompleted(let negotiated, let peerCertificate):
+        case .handshakeCompleted(let negotiated, let peerCertificate, let peerChain):
+            if let peerCertificate, let peerChain {
+                // May end the connection at once (a reload swapped the trust store during the
+                // handshake): the drain event then reaches this handler and the front gets it below.
+                certificateConnections.opened(
+                    context.channel, certificate: peerCertificate, chain: peerChain, connectionRuntime: runtime)
+            }
             if negotiated == "h2" {
                 do {
                     let sync = context.pipeline.syncOperations

@@ -31,6 +31,8 @@ public final class ProxyServer: Sendable {
     private let channels = NIOLockedValueBox<[any Channel]>([])
     /// Open client connections, for the drain (Drain.swift).
     let connections = ConnectionRegistry()
+    /// Open client connections with a client certificate, judged again by reloads and at expiry.
+    let certificateConnections: ClientCertificateConnections
     /// Held while a reload builds and swaps a runtime (Reload.swift), so reloads run one at a time.
     let reloadLock = NIOLock()
     /// Logs failing accepts (descriptor limit) without flooding, and their end.
@@ -52,6 +54,8 @@ public final class ProxyServer: Sendable {
         self.services = ProxyServices(
             runtime: RuntimeInForce(runtime), threadPool: threadPool, jwks: jwks, metrics: metrics, limits: LimitState())
         self.heapReturn = HeapReturn(connections: connections, threadPool: threadPool)
+        self.certificateConnections = ClientCertificateConnections(
+            runtime: services.runtime, metrics: metrics, logger: logger)
     }
 
     /// The process-wide metrics and access log.
@@ -131,7 +135,10 @@ public final class ProxyServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(TLSServerHandler(context: runtime.tls))
         try sync.addHandler(HandshakeTimeoutHandler(timeout: runtime.limits.handshakeTimeout, metrics: services.metrics))
-        try sync.addHandler(ProtocolSelectionHandler(connectionRuntime: runtime, pools: pools, services: services, logger: logger))
+        try sync.addHandler(
+            ProtocolSelectionHandler(
+                connectionRuntime: runtime, pools: pools, services: services,
+                certificateConnections: certificateConnections, logger: logger))
         if let age = runtime.limits.maxConnectionAge { limitAge(of: channel, to: age) }
     }
 

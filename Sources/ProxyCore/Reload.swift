@@ -95,6 +95,9 @@ extension ProxyServer {
         // before any connection can see the new runtime.
         services.jwks?.replaceSources(sources)
         services.runtime.store(runtime)
+        // Client certificates of open connections are judged as a new handshake would judge them
+        // (the new CRLs and trust store) and against the new auth.mtls; those that fail are ended.
+        let ended = certificateConnections.recheck(against: runtime)
         services.metrics.reloaded(success: true, at: now)
         // The served certificate and every client CA; CAs no longer configured disappear.
         services.metrics.certificatesLoaded(runtime.certificateExpiries)
@@ -103,6 +106,7 @@ extension ProxyServer {
             metadata: [
                 "file": "\(file)",
                 "certificate_not_after": "\(runtime.tls.certificateNotAfter.map(Self.timestamp) ?? "unknown")",
+                "client_certificate_connections_ended": "\(ended)",
             ])
         return true
     }

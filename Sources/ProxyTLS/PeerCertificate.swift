@@ -115,17 +115,6 @@ extension PeerCertificate {
     }
 }
 
-extension SSLConnection {
-    /// The peer's certificate when the peer sent one and its chain verified; nil otherwise.
-    /// Call only after the handshake has completed.
-    var verifiedPeerCertificate: PeerCertificate? {
-        guard SSL_get_verify_result(ssl) == X509_V_OK else { return nil }
-        // get0: the SSL keeps its reference; the certificate lives as long as the SSL (or its session).
-        guard let cert = SSL_get0_peer_certificate(ssl) else { return nil }
-        return PeerCertificate(copying: cert)
-    }
-}
-
 /// An ASN1_TIME as a wall-clock time, or nil when OpenSSL cannot convert it.
 func asn1TimeToWallTime(_ time: UnsafePointer<ASN1_TIME>?) -> WallTime? {
     guard let time else { return nil }

@@ -116,9 +116,10 @@ final class TLSChannelCore {
     private func handshakeCompletedEvent(_ connection: SSLConnection) -> any Sendable {
         switch connection.role {
         case .server:
+            let peer = connection.verifiedPeer
             return TLSServerEvent.handshakeCompleted(
                 negotiatedProtocol: connection.negotiatedProtocol,
-                peerCertificate: connection.verifiedPeerCertificate)
+                peerCertificate: peer?.certificate, peerChain: peer?.chain)
         case .client:
             return TLSClientEvent.handshakeCompleted
         }

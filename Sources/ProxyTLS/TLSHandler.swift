@@ -6,8 +6,10 @@ public enum TLSServerEvent: Sendable, Equatable {
     /// certificate when it sent one and it verified against `tls.client_ca_file` (and the CRLs);
     /// nil when the client sent none (possible with `TLSClientAuth.request`) or client
     /// certificates are not requested. A certificate that fails verification never gets here:
-    /// the handshake fails instead.
-    case handshakeCompleted(negotiatedProtocol: String?, peerCertificate: PeerCertificate?)
+    /// the handshake fails instead. `peerChain`: that certificate's chain as the client sent it,
+    /// present exactly when `peerCertificate` is, so it can be verified again after a reload
+    /// (`TLSServerContext.verify(_:at:)`).
+    case handshakeCompleted(negotiatedProtocol: String?, peerCertificate: PeerCertificate?, peerChain: PeerChain?)
 }
 
 /// Fired with `context.fireUserInboundEventTriggered` once the client handshake completes, that

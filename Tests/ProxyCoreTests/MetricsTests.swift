@@ -83,6 +83,20 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(sample(text, "otlp_auth_proxy_last_reload_success_timestamp_seconds"), 2_000_000_000)
     }
 
+    func testConnectionsEnded_ByReason_EveryReasonPresentFromTheStart() {
+        let metrics = ProxyMetrics()
+        for reason in ["certificate_revoked", "certificate_expired", "certificate_untrusted", "principal_removed"] {
+            XCTAssertEqual(sample(metrics.exposition(), "otlp_auth_proxy_connections_ended_total", ["reason": reason]), 0)
+        }
+        metrics.connectionEnded(reason: "certificate_revoked")
+        metrics.connectionEnded(reason: "certificate_revoked")
+        metrics.connectionEnded(reason: "certificate_expired")
+        let text = metrics.exposition()
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_connections_ended_total", ["reason": "certificate_revoked"]), 2)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_connections_ended_total", ["reason": "certificate_expired"]), 1)
+        XCTAssertEqual(sample(text, "otlp_auth_proxy_connections_ended_total", ["reason": "principal_removed"]), 0)
+    }
+
     func testCertificatesLoaded_ReplacesTheSet() {
         let metrics = ProxyMetrics()
         metrics.certificatesLoaded([("server", WallTime(secondsSince1970: 100)), ("client_ca:old", WallTime(secondsSince1970: 200))])

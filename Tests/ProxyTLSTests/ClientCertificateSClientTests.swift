@@ -72,7 +72,7 @@ final class ClientCertificateSClientTests: XCTestCase {
         XCTAssertEqual(observations.tlsErrors, [])
         let events = observations.events
         XCTAssertEqual(events.count, 1, "\(events)")
-        guard case .handshakeCompleted(_, let peer)? = events.first else { return nil }
+        guard case .handshakeCompleted(_, let peer, _)? = events.first else { return nil }
         return peer
     }
 
@@ -178,7 +178,7 @@ final class ClientCertificateSClientTests: XCTestCase {
         let result = try connect(nil, message: "ping-request-none-1f2e")
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.output.contains("ping-request-none-1f2e"), result.output)
-        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil)])
+        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil, peerChain: nil)])
         XCTAssertEqual(observations.tlsErrors, [])
     }
 
@@ -195,7 +195,7 @@ final class ClientCertificateSClientTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.output.contains("ping-none-4410"), result.output)
         XCTAssertFalse(result.output.contains("Acceptable client certificate CA names"), result.output)
-        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil)])
+        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil, peerChain: nil)])
     }
 
     // MARK: Session resumption
@@ -231,7 +231,7 @@ final class ClientCertificateSClientTests: XCTestCase {
             }
         }
         let peers = observations.events.map { event -> String? in
-            guard case .handshakeCompleted(_, let peer) = event else { return nil }
+            guard case .handshakeCompleted(_, let peer, _) = event else { return nil }
             return peer?.subjectCommonName
         }
         XCTAssertEqual(peers, Array(repeating: "collector-1", count: handshakes))

@@ -18,6 +18,8 @@ struct ClientCertificates: Sendable {
     let caFile: String
     /// The intermediate CA's certificate (issued by the root).
     let intermediate: String
+    /// The unrelated CA's certificate, as a `tls.client_ca_file` that trusts none of the root's leaves.
+    let otherCAFile: String
 
     /// CN collector-1, URI SAN spiffe://prod.example/ns/otel/sa/collector, two DNS SANs, clientAuth.
     let good: Client
@@ -81,6 +83,7 @@ struct ClientCertificates: Sendable {
         }
         return ClientCertificates(
             directory: dir, caFile: "\(dir)/root/cert.pem", intermediate: "\(dir)/int/cert.pem",
+            otherCAFile: "\(dir)/other/cert.pem",
             good: client("good"), expired: client("expired"), notYetValid: client("future"),
             otherCA: client("other-ca"), revoked: client("revoked"), serverAuthOnly: client("server-only"),
             viaIntermediate: client("via-int", chain: "int/cert.pem"), cnOnly: client("cn-only"),

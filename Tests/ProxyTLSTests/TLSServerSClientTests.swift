@@ -189,7 +189,7 @@ final class TLSServerSClientTests: XCTestCase {
         XCTAssertTrue(run.output.contains("TLSv1.3"), run.output)
         XCTAssertTrue(run.output.contains("ping-tls13-7f3a"), run.output)
         XCTAssertTrue(run.output.contains("CN = rsa-server"), run.output)
-        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: "http/1.1", peerCertificate: nil)])
+        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: "http/1.1", peerCertificate: nil, peerChain: nil)])
         XCTAssertEqual(observations.tlsErrors, [])
         // The echo's write promise completed once its ciphertext reached the socket.
         XCTAssertGreaterThanOrEqual(observations.echoWritesCompleted(atLeast: 1), 1)
@@ -229,7 +229,7 @@ final class TLSServerSClientTests: XCTestCase {
         try startServer(rsaSettings(alpn: ["h2", "http/1.1"]))
         let run = try sClient(["-alpn", "http/1.1,h2"], message: "ping-alpn-62e0")
         XCTAssertTrue(run.output.contains("ALPN protocol: h2"), run.output)
-        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: "h2", peerCertificate: nil)])
+        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: "h2", peerCertificate: nil, peerChain: nil)])
     }
 
     func testSClientALPN_NoOverlap_HandshakeProceedsWithoutALPN() throws {
@@ -238,7 +238,7 @@ final class TLSServerSClientTests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("No ALPN negotiated"), run.output)
         XCTAssertTrue(run.output.contains("ping-noalpn-0b7d"), run.output)
-        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil)])
+        XCTAssertEqual(observations.events, [.handshakeCompleted(negotiatedProtocol: nil, peerCertificate: nil, peerChain: nil)])
     }
 
     // MARK: Refusals

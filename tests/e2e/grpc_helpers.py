@@ -223,10 +223,13 @@ class GrpcReceiver:
 
 
 def tls_connect(port: int, ca_file: str, alpn: tuple[str, ...] = ("h2",), timeout: float = 10,
-                receive_buffer: int | None = None) -> ssl.SSLSocket:
-    """TLS to the proxy with the given ALPN offer, certificate verified against the dev CA."""
+                receive_buffer: int | None = None, client_cert: tuple[str, str] | None = None) -> ssl.SSLSocket:
+    """TLS to the proxy with the given ALPN offer, certificate verified against the dev CA;
+    `client_cert` (certificate chain file, key file) is presented when the proxy asks for one."""
     context = ssl.create_default_context(cafile=ca_file)
     context.set_alpn_protocols(list(alpn))
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         if receive_buffer is not None:
@@ -275,10 +278,12 @@ class H2Client:
     """One HTTP/2 connection over TLS to the proxy that carries requests one after another, so a test
     can send several requests on a connection opened before something changed (a reload)."""
 
-    def __init__(self, port: int, ca_file: str, timeout: float = 10, validate_outbound: bool = True):
-        """`validate_outbound=False` lets a test send header blocks the h2 library would refuse."""
+    def __init__(self, port: int, ca_file: str, timeout: float = 10, validate_outbound: bool = True,
+                 client_cert: tuple[str, str] | None = None):
+        """`validate_outbound=False` lets a test send header blocks the h2 library would refuse;
+        `client_cert` is (certificate file, key file) to present."""
         self.timeout = timeout
-        self.sock = tls_connect(port, ca_file, timeout=timeout)
+        self.sock = tls_connect(port, ca_file, timeout=timeout, client_cert=client_cert)
         try:
             assert self.sock.selected_alpn_protocol() == "h2", self.sock.selected_alpn_protocol()
             self.connection = H2Connection(H2Configuration(
