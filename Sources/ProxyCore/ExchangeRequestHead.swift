@@ -64,16 +64,6 @@ struct ExchangeRequestHead {
             for field in fields where field.name.utf8.first != UInt8(ascii: ":") { body(field.name, field.value) }
         }
     }
-
-    /// The regular fields as a sequence of pairs, for `HeaderPolicy`.
-    var fieldPairs: AnySequence<(name: String, value: String)> {
-        switch fields {
-        case .http1(let headers):
-            return AnySequence(headers.lazy.map { (name: $0.name, value: $0.value) })
-        case .http2(let fields):
-            return AnySequence(fields.lazy.filter { $0.name.utf8.first != UInt8(ascii: ":") }.map { (name: $0.name, value: $0.value) })
-        }
-    }
 }
 
 /// The fields of a request head the exchange decides on, gathered in one pass instead of a lookup

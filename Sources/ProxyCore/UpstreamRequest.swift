@@ -39,7 +39,25 @@ extension HeaderPolicy {
         _ route: ExchangeRoute, head: ExchangeRequestHead, authority: String, tenant: String,
         extra: [(name: String, value: String)], declaresLength: Bool
     ) -> UpstreamRequest {
-        let fields = head.fieldPairs
+        switch head.fields {
+        case .http1(let headers):
+            return upstreamRequest(
+                route, fields: headers.lazy.map { (name: $0.name, value: $0.value) }, target: head.target,
+                endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
+                declaresLength: declaresLength)
+        case .http2(let fields):
+            return upstreamRequest(
+                route,
+                fields: fields.lazy.filter { $0.name.utf8.first != UInt8(ascii: ":") }.map { (name: $0.name, value: $0.value) },
+                target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
+                declaresLength: declaresLength)
+        }
+    }
+
+    private func upstreamRequest(
+        _ route: ExchangeRoute, fields: some Sequence<(name: String, value: String)>, target: String, endStream: Bool,
+        authority: String, tenant: String, extra: [(name: String, value: String)], declaresLength: Bool
+    ) -> UpstreamRequest {
         let nominated = Self.connectionNominated(pairs: fields)
         switch route {
         case .grpc(let signal):
@@ -64,8 +82,8 @@ extension HeaderPolicy {
             }
             headers.add(name: tenantHeader, value: tenant)
             for (name, value) in extra { headers.add(name: name, value: value) }
-            if head.endStream && !declaresLength { headers.add(name: "content-length", value: "0") }
-            var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: head.target)
+            if endStream && !declaresLength { headers.add(name: "content-length", value: "0") }
+            var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: target)
             request.headers = headers
             return .http1(request)
         }

@@ -22,10 +22,10 @@ enum OTLPAuthProxyCommand {
         switch CommandLineInterface.parse(Array(CommandLine.arguments.dropFirst())) {
         case .help(let text):
             LogOutput.standardOutput(text)
-            exit(0)
+            exitAfterLogs(0)
         case .usageError(let text):
             printError(text)
-            exit(CommandLineInterface.usageExitCode)
+            exitAfterLogs(CommandLineInterface.usageExitCode)
         case .command(let command):
             do {
                 switch command {
@@ -37,12 +37,12 @@ enum OTLPAuthProxyCommand {
                     try await SinkCommand(listen: listen, grpcListen: grpcListen).run()
                 }
             } catch let failure as CommandFailure {
-                exit(failure.status)
+                exitAfterLogs(failure.status)
             } catch {
                 printError("Error: \(error)")
-                exit(1)
+                exitAfterLogs(1)
             }
-            exit(0)
+            exitAfterLogs(0)
         }
     }
 }
@@ -202,6 +202,12 @@ func bootstrapLogging(level: String, format: ProxyConfiguration.Log.Format) {
     LoggingSystem.bootstrap { label in
         StructuredLogHandler(label: label, level: level, format: format)
     }
+}
+
+/// Exits once the log lines still batched for stderr are written.
+func exitAfterLogs(_ status: Int32) -> Never {
+    LogWriter.standardError.flush()
+    exit(status)
 }
 
 func printError(_ message: String) {

@@ -183,6 +183,30 @@ final class AccessLogTests: XCTestCase {
         XCTAssertFalse(line.contains(" forged=1"), "a value cannot inject a field")
     }
 
+    func testEncoder_SameLineAsTheGeneralRenderer_ForAwkwardValues() {
+        let awkward = [
+            "plain", "", "with space", "quote\"and\\backslash", "line\nbreak\r\ttab", "ctl\u{01}\u{1F}\u{7F}",
+            "unicode é ☃ 𝄞", "separators \u{2028}\u{2029}", "a=b", "ünïcödé=\"x\"",
+        ]
+        let durations: [Duration] = [.zero, .microseconds(1), .microseconds(1500), .milliseconds(2), .nanoseconds(1_001_486_400),
+                                     .seconds(3600), .nanoseconds(999_999_999)]
+        let times = [0, 1_700_000_000.25, 951_782_400.999, 4_102_444_800.5, 1_709_164_800.001]
+        for (index, text) in awkward.enumerated() {
+            var sample = record
+            sample.tenant = text
+            sample.principal = text.isEmpty ? nil : "user:" + text
+            sample.peer = text
+            sample.grpcStatus = index % 2 == 0 ? nil : index
+            sample.duration = durations[index % durations.count]
+            sample.time = WallTime(secondsSince1970: times[index % times.count])
+            for format in [AccessLog.Format.json, .logfmt] {
+                XCTAssertEqual(
+                    AccessLog.line(sample, format: format), AccessLog.renderedLine(sample, format: format),
+                    "\(format) \(text.debugDescription)")
+            }
+        }
+    }
+
     func testStructuredLogHandler_JSONWithMetadata() throws {
         let lines = LineCollector()
         let handler = StructuredLogHandler(label: "proxy", level: .info, format: .json, sink: lines.sink)

@@ -98,6 +98,9 @@ class Service:
         return int(self.match.group("port"))
 
     def logs(self) -> str:
+        """Everything logged so far. The proxy writes its log lines from a thread of its own, in batches
+        a few milliseconds apart, so this first gives the lines logged before the call time to land."""
+        time.sleep(0.025)
         return self.stderr_path.read_text(errors="replace")
 
     def describe(self) -> str:

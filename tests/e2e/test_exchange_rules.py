@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -204,7 +205,11 @@ def test_rate_limited_request_logged_and_counted_limited_on_both_fronts(start_pr
     assert statuses[0] == 200 and statuses[-1] == 429, statuses
     h1, _ = h1_exchange(port, ca_file, otlp_http_request(tokens.plain, "Host: h"))
     assert h1.startswith(b"HTTP/1.1 429 "), h1[:200]
-    records = [json.loads(line) for line in proxy.logs().splitlines() if line.startswith("{") and '"msg":"request"' in line]
-    limited = [record for record in records if record.get("status") == 429]
+    deadline = time.monotonic() + 5
+    while True:
+        records = [json.loads(line) for line in proxy.logs().splitlines() if line.startswith("{") and '"msg":"request"' in line]
+        limited = [record for record in records if record.get("status") == 429]
+        if len(limited) >= 2 or time.monotonic() > deadline:
+            break
     assert limited and all(record["outcome"] == "limited" for record in limited), records
     assert {record["transport"] for record in limited} == {"h2", "http/1.1"}
