@@ -25,11 +25,18 @@ public struct AuthDecision: Sendable, Equatable {
     /// `claims_to_headers` values from a verified JWT, in configuration order. The names are in
     /// `Authenticator.ownedHeaders`, so client-sent copies are dropped before these are added.
     public var headers: [(name: String, value: String)]
+    /// When the decision stops holding by itself: the `exp` of a JWT that took part in it; nil for
+    /// credentials that do not expire (tokens, passwords, a certificate checked at the handshake).
+    /// Not part of the decision's identity (`==`).
+    public var validUntil: WallTime?
 
-    public init(principal: Principal, tenant: String, headers: [(name: String, value: String)] = []) {
+    public init(
+        principal: Principal, tenant: String, headers: [(name: String, value: String)] = [], validUntil: WallTime? = nil
+    ) {
         self.principal = principal
         self.tenant = tenant
         self.headers = headers
+        self.validUntil = validUntil
     }
 
     public static func == (lhs: AuthDecision, rhs: AuthDecision) -> Bool {
@@ -94,6 +101,13 @@ public final class Authenticator: Sendable {
         return names
     }
 
+    /// Changes whenever a JWT provider's keys are replaced: decisions remembered before no longer hold.
+    public var keysVersion: UInt64 {
+        var version: UInt64 = 0
+        for provider in jwt?.providers ?? [] { version &+= provider.keysVersion }
+        return version
+    }
+
     /// The WWW-Authenticate challenges to send with a 401 (e.g. `Bearer realm="otlp"`, `Basic realm="otlp"`).
     /// Empty when only client certificates are enabled (no HTTP scheme would help the client).
     public var challenges: [String] {
@@ -119,6 +133,8 @@ public final class Authenticator: Sendable {
         /// Signals the credential itself allows (tokens-file entry); nil allows all.
         var signals: Set<AuthSignal>?
         var headers: [(name: String, value: String)] = []
+        /// A JWT's `exp`.
+        var validUntil: WallTime?
     }
 
     /// The header credential, classified but not yet verified (except where verifying is cheap).
@@ -219,7 +235,7 @@ public final class Authenticator: Sendable {
             let identity = verified.identity
             return .verified(Verified(
                 method: .jwt, principal: "jwt:\(identity.issuer)#\(identity.principal)", tenant: identity.tenant,
-                headers: identity.headers))
+                headers: identity.headers, validUntil: identity.expiresAt))
         case .failure(let failure):
             // A key the provider does not have (yet): ask the caller to refetch that provider's keys,
             // at most once per its min refetch interval; otherwise the token is refused.
@@ -250,8 +266,10 @@ public final class Authenticator: Sendable {
             if let signals = credential.signals, !signals.contains(signal) { return .failure(.signalNotAllowed) }
         }
         let headers = verified.flatMap(\.headers)
+        let validUntil = verified.compactMap(\.validUntil).min()
         return .success(AuthDecision(
-            principal: Principal(name: chosen.principal, method: chosen.method), tenant: tenant, headers: headers))
+            principal: Principal(name: chosen.principal, method: chosen.method), tenant: tenant, headers: headers,
+            validUntil: validUntil))
     }
 
     private func rank(_ method: AuthMethod) -> Int {

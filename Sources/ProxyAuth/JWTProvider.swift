@@ -23,6 +23,8 @@ public final class JWTProvider: @unchecked Sendable {
     private let lock = NIOLock()
     // Guarded by `lock`.
     private var keys: JWKSet?
+    /// Bumped whenever `keys` is replaced.
+    private var keysGeneration: UInt64 = 0
     private var lastRefetchClaim: ContinuousClock.Instant?
     private var cache: VerifiedTokenCache
 
@@ -86,8 +88,15 @@ public final class JWTProvider: @unchecked Sendable {
     public func replaceKeys(_ keys: JWKSet) {
         lock.withLock {
             self.keys = keys
+            keysGeneration &+= 1
             cache.removeAll()
         }
+    }
+
+    /// Changes whenever the key set is replaced (a refresh or a refetch): a decision remembered from
+    /// before no longer holds.
+    public var keysVersion: UInt64 {
+        lock.withLock { keysGeneration }
     }
 
     /// Whether the provider can verify anything yet (an HMAC secret, or a fetched JWKS).

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import ProxyAuth
+import ProxySystem
 
 /// What authentication decided for one request.
 enum AuthOutcome {
@@ -27,13 +28,36 @@ struct ProxyServices: Sendable {
 /// naming an unknown key id gets one refetch of its provider's keys, then a second decision.
 /// `completion` always runs on `eventLoop`.
 enum AuthFlow {
+    ///
+    /// With a connection's `memory`, a credential that connection had accepted under the same runtime and
+    /// key sets is decided from it without running the authenticator, and every new success is remembered.
     static func run(
         _ credentials: RequestCredentials, runtime: ProxyRuntime, services: ProxyServices, eventLoop: any EventLoop,
-        completion: @escaping (AuthOutcome) -> Void
+        memory: CredentialMemory? = nil, completion: @escaping (AuthOutcome) -> Void
     ) {
+        let now = WallTime.now()
+        if let memory, let decision = memory.recall(credentials, runtime: runtime, now: now) {
+            completion(.allowed(decision))
+            return
+        }
+        guard let memory else {
+            step(
+                runtime.authenticator.authenticate(credentials, now: now), credentials: credentials, runtime: runtime,
+                services: services, eventLoop: eventLoop, refetched: false, completion: completion)
+            return
+        }
+        // The key sets' version before deciding: a refresh while deciding leaves a stale version remembered,
+        // which only costs a fresh check next time.
+        let keysVersion = runtime.authenticator.keysVersion
         step(
-            runtime.authenticator.authenticate(credentials, now: .now()), credentials: credentials, runtime: runtime,
-            services: services, eventLoop: eventLoop, refetched: false, completion: completion)
+            runtime.authenticator.authenticate(credentials, now: now), credentials: credentials, runtime: runtime,
+            services: services, eventLoop: eventLoop, refetched: false
+        ) { outcome in
+            if case .allowed(let decision) = outcome {
+                memory.remember(decision, for: credentials, runtime: runtime, keysVersion: keysVersion)
+            }
+            completion(outcome)
+        }
     }
 
     private static func step(

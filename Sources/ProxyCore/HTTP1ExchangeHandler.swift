@@ -55,6 +55,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     private let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any.
     private let peerCertificate: PeerCertificate?
+    /// The connection's last accepted credential and its decisions.
+    private let credentialMemory = CredentialMemory()
     private let logger: Logger
 
     private var context: ChannelHandlerContext?
@@ -250,8 +252,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         case .authenticate(let credentials):
             state = .authenticating(pending: [])
             updateReadHold(context: context)
-            AuthFlow.run(credentials, runtime: exchange.runtime, services: services, eventLoop: context.eventLoop) {
-                [self] outcome in
+            AuthFlow.run(
+                credentials, runtime: exchange.runtime, services: services, eventLoop: context.eventLoop,
+                memory: credentialMemory
+            ) { [self] outcome in
                 credentialsDecided(outcome)
             }
         }

@@ -24,6 +24,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler, HTTP2ChannelDriverDeleg
     let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any; the same for every stream.
     let peerCertificate: PeerCertificate?
+    /// The connection's last accepted credential and its decisions, for every stream.
+    let credentialMemory = CredentialMemory()
     let logger: Logger
 
     private let session: HTTP2Session

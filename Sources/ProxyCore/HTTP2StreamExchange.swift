@@ -78,7 +78,10 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
                     perform(core.deadlineExceeded(now: .now()))
                 }
             }
-            AuthFlow.run(credentials, runtime: core.runtime, services: services, eventLoop: eventLoop) { [self] outcome in
+            AuthFlow.run(
+                credentials, runtime: core.runtime, services: services, eventLoop: eventLoop,
+                memory: connection.credentialMemory
+            ) { [self] outcome in
                 credentialsDecided(outcome)
             }
         }

@@ -1,3 +1,4 @@
+import Atomics
 import NIOCore
 import ProxyAuth
 import ProxyConfig
@@ -33,12 +34,17 @@ public final class ProxyRuntime: Sendable {
     }
 
     public let configuration: ProxyConfiguration
+    /// Unique to this runtime among those of the process, in the order they were built: a decision a
+    /// connection remembers (`CredentialMemory`) holds only for the generation that made it.
+    let generation: UInt64
     let tls: TLSServerContext
     let authenticator: Authenticator
     let headerPolicy: HeaderPolicy
     let limits: Limits
     /// JWT providers whose keys come from the network (`jwks_url` or discovery), for the refresher.
     let remoteKeySources: [RemoteKeySource]
+
+    private static let generations = ManagedAtomic<UInt64>(0)
 
     /// A JWT provider whose key set is fetched over HTTPS.
     struct RemoteKeySource: Sendable {
@@ -51,6 +57,7 @@ public final class ProxyRuntime: Sendable {
     /// Reads the certificate, key and credential files the configuration names.
     public init(configuration: ProxyConfiguration) throws(StartupError) {
         self.configuration = configuration
+        self.generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
         let tlsSettings = configuration.tls
         do {
             self.tls = try TLSServerContext(

@@ -156,13 +156,18 @@ final class AuthenticatorJWTTests: XCTestCase {
             credentials, now: Self.now.adding(seconds: 5)) else {
             return XCTFail("a second refetch within the interval must not be asked for")
         }
-        // After the fetch brought the new key, the same token verifies.
+        // After the fetch brought the new key, the same token verifies; the key sets' version moved, so
+        // decisions remembered before the refetch no longer hold.
+        let versionBefore = authenticator.keysVersion
         member["kid"] = "new"
         provider.replaceKeys(try JWKSet.parse(Array(JWTMint.json(["keys": [member]]).utf8)))
+        XCTAssertNotEqual(authenticator.keysVersion, versionBefore)
         guard case .decided(.success(let decision)) = authenticator.authenticate(credentials, now: Self.now) else {
             return XCTFail("the token must verify after the refetch")
         }
         XCTAssertEqual(decision.principal.name, "jwt:https://idp.example.com/#svc")
+        XCTAssertEqual(decision.validUntil, WallTime(secondsSince1970: Double(Int(Self.now.secondsSince1970) + 300)),
+                       "a JWT decision holds until the token's exp")
     }
 
     func testProviderWithoutKeys_AsksForRefetch() throws {
