@@ -342,8 +342,10 @@ struct Exchange {
         case http2([HTTP2HeaderField])
     }
 
+    /// `fromHTTP2`: the receiver speaks HTTP/2 (h2c), whose messages cannot carry `Connection`.
     mutating func responseHead(
-        status: Int, fields: some Sequence<(name: String, value: String)>, endStream: Bool, now: NIODeadline
+        status: Int, fields: some Sequence<(name: String, value: String)>, fromHTTP2: Bool = false, endStream: Bool,
+        now: NIODeadline
     ) -> ClientResponseHead {
         lastUpstreamActivity = now
         responseStarted = true
@@ -353,10 +355,14 @@ struct Exchange {
         switch client {
         case .http1(let version):
             var headers = HTTPHeaders()
-            for field in policy.clientResponseFields(from: fields) { headers.add(name: field.name, value: field.value) }
+            headers.reserveCapacity(12)
+            let nominated = fromHTTP2 ? [] : HeaderPolicy.connectionNominated(pairs: fields)
+            policy.forEachResponseField(fields, nominated: nominated) { name, _, value in headers.add(name: name, value: value) }
             out = .http1(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers))
         case .http2:
-            out = .http2([HTTP2HeaderField(name: ":status", value: String(status))] + policy.clientResponseFields(from: fields))
+            var out2 = [HTTP2HeaderField(name: ":status", value: String(status))]
+            out2 += policy.clientResponseFields(from: fields, fromHTTP2: fromHTTP2)
+            out = .http2(out2)
         }
         if endStream {
             log.grpcStatus(GRPC.status(in: fields))
@@ -376,7 +382,8 @@ struct Exchange {
     mutating func responseTrailers(_ fields: some Sequence<(name: String, value: String)>) -> [HTTP2HeaderField] {
         log.grpcStatus(GRPC.status(in: fields))
         finishResponse()
-        return runtime.headerPolicy.clientResponseFields(from: fields)
+        // Trailers come only from the h2c receiver.
+        return runtime.headerPolicy.clientResponseFields(from: fields, fromHTTP2: true)
     }
 
     /// The receiver's HTTP/1.1 response ended.

@@ -108,8 +108,42 @@ struct RequestHeadFacts {
     init(_ head: ExchangeRequestHead) {
         bytes = head.target.utf8.count + head.method.utf8.count + 11
         var facts = self
-        head.forEachField { name, value in facts.add(name, value) }
+        switch head.fields {
+        case .http1(let headers):
+            for (name, value) in headers { facts.add(name, value) }
+        case .http2(let fields):
+            // nghttp2 passes only lower-case names, so each is compared as it is.
+            for field in fields where field.name.utf8.first != UInt8(ascii: ":") { facts.addLowercase(field.name, field.value) }
+        }
         self = facts
+    }
+
+    /// A field whose name is known to be lower case (HTTP/2).
+    private mutating func addLowercase(_ name: String, _ value: String) {
+        count += 1
+        bytes += name.utf8.count + value.utf8.count + 4
+        switch name {
+        case "host":
+            hosts += 1
+            if host == nil { host = value }
+        case "content-type":
+            if contentType == nil { contentType = value }
+        case "content-length":
+            contentLengths += 1
+            if contentLength == nil { contentLength = value }
+        case "authorization":
+            authorization.append(value)
+        case "grpc-timeout":
+            grpcTimeout = value
+        case "upgrade":
+            upgrade = true
+        case "transfer-encoding":
+            transferEncoding = true
+        case "expect":
+            if Self.equalsLowercased(value, "100-continue") { expectsContinue = true }
+        default:
+            break
+        }
     }
 
     private mutating func add(_ name: String, _ value: String) {

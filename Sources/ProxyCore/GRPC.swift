@@ -30,6 +30,8 @@ enum GRPC {
     /// every HTTP/2 request.
     static func isGRPC(contentType: String?) -> Bool {
         guard let contentType else { return false }
+        // The usual spelling, compared as a whole.
+        if contentType == "application/grpc" { return true }
         var bytes = contentType.utf8.makeIterator()
         for expected in "application/grpc".utf8 {
             guard var byte = bytes.next() else { return false }

@@ -207,7 +207,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
         case .response:
             let status = fields.first { $0.name == ":status" }.flatMap { Int($0.value) } ?? 200
             let head = core.responseHead(
-                status: status, fields: fields.lazy.map { (name: $0.name, value: $0.value) }, endStream: endStream, now: .now())
+                status: status, fields: fields.lazy.map { (name: $0.name, value: $0.value) }, fromHTTP2: true,
+                endStream: endStream, now: .now())
             if endStream { cancelDeadline() }
             if case .http2(let out) = head { connection.submitResponse(streamID, fields: out, endStream: endStream) }
         case .trailers:

@@ -68,15 +68,20 @@ public struct HeaderPolicy: Sendable {
 
     /// The same for HTTP/2 fields (response headers or trailers), pseudo-headers skipped. Whatever the
     /// receiver's protocol, headers it names in `Connection:` never reach the client.
-    public func clientResponseFields(from upstream: some Sequence<(name: String, value: String)>) -> [HTTP2HeaderField] {
+    /// `fromHTTP2`: the fields come from an HTTP/2 receiver, where `Connection` cannot occur (nghttp2
+    /// refuses a message that carries it), so there is nothing nominated to look for.
+    public func clientResponseFields(
+        from upstream: some Sequence<(name: String, value: String)>, fromHTTP2: Bool = false
+    ) -> [HTTP2HeaderField] {
         var out: [HTTP2HeaderField] = []
-        forEachResponseField(upstream, nominated: Self.connectionNominated(pairs: upstream)) { _, lower, value in
+        out.reserveCapacity(12)
+        forEachResponseField(upstream, nominated: fromHTTP2 ? [] : Self.connectionNominated(pairs: upstream)) { _, lower, value in
             out.append(HTTP2HeaderField(name: lower, value: value))
         }
         return out
     }
 
-    private func forEachResponseField(
+    func forEachResponseField(
         _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>,
         _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
     ) {

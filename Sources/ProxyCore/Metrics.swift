@@ -115,8 +115,11 @@ public final class ProxyMetrics: Sendable {
         let outcome = RequestOutcomeKey(
             signal: signal, transport: record.transport, tenant: record.tenant ?? "", outcome: record.outcome)
         let (requests, perSignal) = requestMetrics.withLockedValue { cache in
-            (cache.requests[outcome] ?? makeRequestCounter(outcome, into: &cache),
-             cache.perSignal[outcome.perSignal] ?? makePerSignalMetrics(outcome.perSignal, into: &cache))
+            if let last = cache.last, last.key == outcome { return (last.requests, last.perSignal) }
+            let found = (cache.requests[outcome] ?? makeRequestCounter(outcome, into: &cache),
+                         cache.perSignal[outcome.perSignal] ?? makePerSignalMetrics(outcome.perSignal, into: &cache))
+            cache.last = (outcome, found.0, found.1)
+            return found
         }
         requests.increment()
         perSignal.duration.record(record.duration)
@@ -299,4 +302,7 @@ private struct PerSignalMetrics {
 private struct RequestMetricsCache {
     var requests: [RequestOutcomeKey: Counter] = [:]
     var perSignal: [PerSignalKey: PerSignalMetrics] = [:]
+    /// The metrics of the previous request: consecutive requests mostly share their labels, and four
+    /// string comparisons cost less than hashing them.
+    var last: (key: RequestOutcomeKey, requests: Counter, perSignal: PerSignalMetrics)?
 }

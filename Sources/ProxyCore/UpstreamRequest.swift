@@ -42,26 +42,28 @@ extension HeaderPolicy {
         switch head.fields {
         case .http1(let headers):
             return upstreamRequest(
-                route, fields: headers.lazy.map { (name: $0.name, value: $0.value) }, target: head.target,
-                endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
+                route, fields: headers.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(headers),
+                target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
                 declaresLength: declaresLength)
         case .http2(let fields):
             return upstreamRequest(
                 route,
                 fields: fields.lazy.filter { $0.name.utf8.first != UInt8(ascii: ":") }.map { (name: $0.name, value: $0.value) },
-                target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
+                // HTTP/2 forbids `Connection` (nghttp2 refuses such a request): nothing is nominated.
+                nominated: [], target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
                 declaresLength: declaresLength)
         }
     }
 
     private func upstreamRequest(
-        _ route: ExchangeRoute, fields: some Sequence<(name: String, value: String)>, target: String, endStream: Bool,
-        authority: String, tenant: String, extra: [(name: String, value: String)], declaresLength: Bool
+        _ route: ExchangeRoute, fields: some Sequence<(name: String, value: String)>, nominated: Set<String>, target: String,
+        endStream: Bool, authority: String, tenant: String, extra: [(name: String, value: String)], declaresLength: Bool
     ) -> UpstreamRequest {
-        let nominated = Self.connectionNominated(pairs: fields)
         switch route {
         case .grpc(let signal):
-            var out: [HTTP2HeaderField] = [
+            var out: [HTTP2HeaderField] = []
+            out.reserveCapacity(24)
+            out += [
                 HTTP2HeaderField(name: ":method", value: "POST"),
                 HTTP2HeaderField(name: ":scheme", value: "http"),
                 HTTP2HeaderField(name: ":authority", value: authority),
@@ -76,6 +78,7 @@ extension HeaderPolicy {
             return .h2c(out)
         case .http:
             var headers = HTTPHeaders()
+            headers.reserveCapacity(20)
             headers.add(name: "Host", value: authority)
             forwardedRequestFields(fields, nominated: nominated) { name, lower, value in
                 if lower != "host" { headers.add(name: name, value: value) }
