@@ -4,11 +4,6 @@ import PackageDescription
 // Every C library is imported by exactly one Swift module (see DESIGN.md, "Layout"):
 // COpenSSL → ProxyTLS, CJansson → ProxyJSON, CNghttp2 → ProxyHTTP2, CCrypt → ProxyAuth,
 // CZlib and CZstd → ProxyCompression.
-/// Release builds drop the run-time exclusivity checks of the modules on the request path: they cost
-/// about 6% of the instructions of a small request (measured with callgrind). Debug builds, which run
-/// every test, keep them, so an overlapping access still fails the tests.
-let requestPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-
 let package = Package(
     name: "otlp-auth-proxy",
     platforms: [.macOS(.v13)],
@@ -56,8 +51,7 @@ let package = Package(
                 "COpenSSL", "ProxySystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ],
-            swiftSettings: requestPath),
+            ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
         // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink now; the proxy later).
         .target(name: "ProxyCompression", dependencies: ["CZlib", "CZstd"]),
@@ -65,12 +59,10 @@ let package = Package(
         .target(name: "ProxyYAML"),
         .target(
             name: "ProxyHTTP2",
-            dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: requestPath),
+            dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "ProxyAuth",
-            dependencies: ["ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyYAML", "CCrypt"],
-            swiftSettings: requestPath),
+            dependencies: ["ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyYAML", "CCrypt"]),
         .target(name: "ProxyConfig", dependencies: ["ProxySystem", "ProxyYAML"]),
         .target(
             name: "ProxyCore",
@@ -84,8 +76,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ],
-            swiftSettings: requestPath),
+            ]),
         .target(
             name: "ProxySink",
             dependencies: [

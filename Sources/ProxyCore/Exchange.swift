@@ -484,7 +484,8 @@ struct Exchange {
     /// The client reset its stream or the connection went away.
     mutating func clientGone() {
         responseWaitSince = nil
-        guard phase != .finished else { return }
+        // Without a head there is no request to record.
+        guard phase != .finished, phase != .head else { return }
         phase = .finished
         finish(.clientGone)
     }

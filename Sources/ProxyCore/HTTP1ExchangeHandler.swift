@@ -65,8 +65,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
             if case .idle = state { idleSince = .now() }
         }
     }
-    /// The current request's exchange; from its head until the next head.
-    private var core: Exchange?
+    /// The current request's exchange, from its head until the next head (before the first head, an
+    /// exchange that has seen none, whose inputs do nothing). Not optional: reading a field through an
+    /// optional would copy the whole value.
+    private var core: Exchange
     /// When the connection last became idle (no request in flight): `http.idle_timeout` counts from here.
     private var idleSince = NIODeadline.now()
     /// Closes the connection once it has been idle for `http.idle_timeout`. One timer per connection,
@@ -91,14 +93,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     /// `deliverQueued` is running: a response that ends meanwhile leaves the queue to it.
     private var delivering = false
 
-    private var requestComplete: Bool { core?.requestComplete ?? false }
+    private var requestComplete: Bool { core.requestComplete }
 
     /// The current request has ended but its response has not: what arrives now belongs to the next
     /// request and waits in `queue`.
     private var awaitsResponse: Bool {
         switch state {
         case .authenticating, .connecting: return requestComplete
-        case .forwarding: return requestComplete && !(core?.responseComplete ?? true)
+        case .forwarding: return requestComplete && !core.responseComplete
         case .idle, .discarding, .closing: return false
         }
     }
@@ -118,6 +120,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         self.peerCertificate = peerCertificate
         self.logger = logger
         self.held = HeldBytes(gauge: services.limits.buffered)
+        self.core = Exchange(
+            runtime: runtime, client: .http1(.http1_1), peer: nil, peerCertificate: peerCertificate,
+            defaultAuthority: (grpc: pools.grpcAuthority, http: pools.httpAuthority), recorder: services.metrics, logger: logger)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -262,24 +267,22 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     }
 
     private func credentialsDecided(_ outcome: AuthOutcome) {
-        guard let context, case .authenticating(let pending) = state, let decided = core?.credentialsDecided(outcome) else {
-            return
-        }
-        switch decided {
+        guard let context, case .authenticating(let pending) = state else { return }
+        switch core.credentialsDecided(outcome) {
         case .ignore:
             return
         case .reply(let reply):
             send(reply, context: context)
         case .admit(let tenant, let bodySoFar):
             let admission = services.admitTenantRequest(
-                tenant: tenant, bodySoFar: bodySoFar, runtime: core!.runtime, logger: logger)
-            switch core!.admission(admission) {
+                tenant: tenant, bodySoFar: bodySoFar, runtime: core.runtime, logger: logger)
+            switch core.admission(admission) {
             case .ignore:
                 return
             case .reply(let reply):
                 send(reply, context: context)
             case .acquire(.http1(let upstreamHead)):
-                if core!.expectsContinue && !requestComplete {
+                if core.expectsContinue && !requestComplete {
                     context.writeAndFlush(
                         wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
                 }
@@ -296,17 +299,16 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     }
 
     private func receivedBody(_ buffer: ByteBuffer, end: Bool, context: ChannelHandlerContext) {
-        guard core != nil else { return }
-        if let tenant = core!.admittedTenant {
-            services.chargeTenantBody(tenant: tenant, bytes: buffer.readableBytes, runtime: core!.runtime)
+        if let tenant = core.admittedTenant {
+            services.chargeTenantBody(tenant: tenant, bytes: buffer.readableBytes, runtime: core.runtime)
         }
-        switch core!.requestBody(buffer, endStream: end) {
+        switch core.requestBody(buffer, endStream: end) {
         case .drop:
             if case .discarding = state {
                 if end {
                     state = .idle
                     if !keepAlive { closeNow(context: context) }
-                } else if core!.bodyBytes > core!.runtime.limits.maxRequestBodySize {
+                } else if core.bodyBytes > core.runtime.limits.maxRequestBodySize {
                     // A refused request that keeps sending more than any accepted one could: stop reading it.
                     closeNow(context: context)
                 }
@@ -355,7 +357,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         idleCheck = nil
         held.releaseAll()
         queue.removeAll()
-        core?.clientGone()
+        core.clientGone()
         state = .closing
         context.fireChannelInactive()
     }
@@ -384,11 +386,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
                 // previous request's exchange must not decide how to answer it.
                 core = makeExchange(version: requestVersion, context: context)
             }
-            guard core != nil else {
-                closeNow(context: context)
-                return
-            }
-            end(core!.unreadableRequest(cause), context: context)
+            end(core.unreadableRequest(cause), context: context)
             return
         }
         // Transport or TLS failure: nothing sensible can be written any more.
@@ -426,12 +424,12 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         switch result {
         case .failure(let error):
             logger.warning("upstream unavailable", metadata: ["upstream": "\(pool.address.hostPort)", "error": "\(error)"])
-            if let ending = core?.upstreamFailed(.connect) { end(ending, context: context) }
+            if let ending = core.upstreamFailed(.connect) { end(ending, context: context) }
         case .success(let connection):
-            let relay = UpstreamHTTP1Relay(connection: connection, pool: pool, declaredLength: core?.declaredLength, client: self)
+            let relay = UpstreamHTTP1Relay(connection: connection, pool: pool, declaredLength: core.declaredLength, client: self)
             relay.holdReads(!context.channel.isWritable)
             state = .forwarding(relay)
-            core?.upstreamAttached()
+            core.upstreamAttached()
             held.releaseAll()
             relay.start(head: upstreamHead, requestComplete: requestComplete)
             for buffer in pending { relay.send(buffer, end: false, flush: false) }
@@ -443,8 +441,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     }
 
     func relayResponseHead(_ head: HTTPResponseHead) {
-        guard let context, core != nil else { return }
-        let out = core!.responseHead(
+        guard let context else { return }
+        let out = core.responseHead(
             status: Int(head.status.code), fields: head.headers.lazy.map { (name: $0.name, value: $0.value) },
             endStream: false, now: .now())
         guard case .http1(var response) = out else { return }
@@ -455,13 +453,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
 
     func relayResponseBody(_ buffer: ByteBuffer) {
         guard let context else { return }
-        core?.responseData(buffer, endStream: false, now: .now())
+        core.responseData(buffer, endStream: false, now: .now())
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
     func relayResponseEnded(requestWasComplete: Bool) {
         guard let context, case .forwarding = state else { return }
-        core?.responseEnded()
+        core.responseEnded()
         if !requestWasComplete {
             // The receiver answered before the body ended: the rest is read and dropped.
             state = .discarding
@@ -493,15 +491,15 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     func relayUpstreamClosed() {
         guard let context, case .forwarding = state else { return }
         state = .idle
-        if let ending = core?.upstreamBroke(.reset) { end(ending, context: context) }
+        if let ending = core.upstreamBroke(.reset) { end(ending, context: context) }
     }
 
     // MARK: Helpers
 
     private func startResponseTimer(context: ChannelHandlerContext) {
-        core?.requestSentUpstream(now: .now())
+        core.requestSentUpstream(now: .now())
         // A timer left from an earlier request fires no later than this one would, and reschedules.
-        if responseTimer == nil, let deadline = core?.upstreamDeadline {
+        if responseTimer == nil, let deadline = core.upstreamDeadline {
             scheduleResponseTimer(at: deadline, context: context)
         }
     }
@@ -514,8 +512,8 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
 
     private func responseTimedOut() {
         responseTimer = nil
-        guard let context, core != nil else { return }
-        switch core!.upstreamTimerFired(now: .now()) {
+        guard let context else { return }
+        switch core.upstreamTimerFired(now: .now()) {
         case .none:
             break
         case .rearm(let deadline):
@@ -578,7 +576,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     }
 
     private func closeNow(context: ChannelHandlerContext) {
-        core?.clientGone()
+        core.clientGone()
         if case .forwarding(let relay) = state { relay.abort() }
         held.releaseAll()
         queue.removeAll()

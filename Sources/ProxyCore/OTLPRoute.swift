@@ -10,12 +10,19 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
 
     /// Maps an OTLP/HTTP request target to its signal; a query string is ignored, anything else is nil.
     public init?(httpTarget target: String) {
-        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        switch path {
+        switch target {
+        // The usual targets, compared whole.
         case "/v1/traces": self = .traces
         case "/v1/metrics": self = .metrics
         case "/v1/logs": self = .logs
-        default: return nil
+        default:
+            guard let query = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+            switch Substring(target.utf8[..<query]) {
+            case "/v1/traces": self = .traces
+            case "/v1/metrics": self = .metrics
+            case "/v1/logs": self = .logs
+            default: return nil
+            }
         }
     }
 }
