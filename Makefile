@@ -65,7 +65,8 @@ fuzz: deps
 clean:
 	rm -rf .build .build-asan .build-tsan .build-fuzz $(RUN_DIR)
 
-## Side-by-side benchmark against nghttpx and HAProxy (prints one table; see docs/benchmarks.md).
+## Side-by-side benchmark against nghttpx and HAProxy in front of nghttpd and nginx, each proxy on one core, access logs
+## on and off (prints a table for each; see docs/benchmarks.md). BENCH_REQUESTS and BENCH_ROUNDS set the run length.
 bench: deps venv
 	@scripts/install-bench-deps.sh
 	$(SWIFT) build -c release $(RELEASE_FLAGS)
