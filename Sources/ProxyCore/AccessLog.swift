@@ -191,17 +191,7 @@ public enum LogOutput {
     private static func writeLine(_ line: String, to descriptor: Int32) {
         let bytes = Array((line + "\n").utf8)
         lock.withLock {
-            bytes.withUnsafeBytes { buffer in
-                var offset = 0
-                while offset < buffer.count {
-                    let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                    if written <= 0 {
-                        if written < 0 && errno == EINTR { continue }
-                        return
-                    }
-                    offset += written
-                }
-            }
+            LogWriter.writeAll(bytes, to: descriptor)
         }
     }
 }

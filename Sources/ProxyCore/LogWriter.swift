@@ -129,6 +129,12 @@ public final class LogWriter: @unchecked Sendable {
     }
 
     private func writeAll(_ bytes: [UInt8]) {
+        Self.writeAll(bytes, to: descriptor)
+    }
+
+    /// Writes all of `bytes` to `descriptor`, retrying after interruptions; gives up on an error (a
+    /// closed stderr must not stop the proxy).
+    static func writeAll(_ bytes: [UInt8], to descriptor: Int32) {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
