@@ -14,7 +14,6 @@ import ssl
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ from auth_helpers import (
     jwks,
     post_otlp,
 )
+from receivers import RecordingReceiver
 from conftest import Proxy, Sink, start_proxy_process
 from grpc_helpers import grpc_span_exporter
 from otel_helpers import make_spans, span_exporter
@@ -238,44 +238,6 @@ def test_broken_reloads_keep_serving_old_certificate_and_log_file_and_reason(
     assert tokens.plain not in logs and "PRIVATE KEY" not in logs
 
 
-class SlowReceiver:
-    """A plaintext OTLP/HTTP receiver that answers 200 after `delay` seconds and counts requests."""
-
-    def __init__(self, delay: float):
-        self.received = 0
-        self.answered = 0
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                with lock:
-                    outer.received += 1
-                time.sleep(delay)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-                with lock:
-                    outer.answered += 1
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def connection_refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -286,7 +248,7 @@ def connection_refused(port: int) -> bool:
 
 def start_slow_proxy(binary: Path, tmp_path: Path, tokens_file: Path, sink: Sink, pki, delay: float, drain: str):
     authority, _ = pki
-    receiver = SlowReceiver(delay)
+    receiver = RecordingReceiver(delay)
     mount = SecretMount(tmp_path / "secret", authority)
     config = write_config(
         tmp_path, mount.directory, tokens_file, receiver.port, sink.require_grpc_port(),

@@ -18,11 +18,9 @@ import http.client
 import json
 import socket
 import ssl
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -40,6 +38,7 @@ from auth_helpers import (
     write_auth_config,
     write_client,
 )
+from receivers import RecordingReceiver
 from conftest import start_proxy_process
 from grpc_helpers import H2Client, trace_request
 from test_revocation import connections_accepted, reload_and_wait
@@ -447,49 +446,9 @@ def test_mtls_certificate_expiring_while_connected_ends_its_connections_at_not_a
         proxy.stop()
 
 
-class SlowReceiver:
-    """A plaintext OTLP/HTTP receiver that answers 200 after `delay` seconds; `received` counts requests."""
-
-    def __init__(self, delay: float):
-        self.received = 0
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802 (http.server naming)
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                with lock:
-                    outer.received += 1
-                time.sleep(delay)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, count: int, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while self.received < count:
-            assert time.monotonic() < deadline, f"the receiver got {self.received} of {count} requests"
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_mtls_revoked_while_request_in_flight_request_completes_then_connection_ends(binary, certs, ca_file, sink, tmp_path):
     sink.require_grpc_port()
-    receiver = SlowReceiver(delay=2.0)
+    receiver = RecordingReceiver(delay=2.0)
     pki = ClientCA(tmp_path / "pki")
     a = pki.issue("exporter-a", IDENTITY_A)
     proxy = start_mtls_proxy(binary, tmp_path / "proxy", certs, sink, pki, [IDENTITY_A], upstream_http=receiver.port)
