@@ -105,7 +105,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ProxyJSONTests", dependencies: ["ProxyJSON"]),
-        .testTarget(name: "ProxyCompressionTests", dependencies: ["ProxyCompression"]),
+        // Compressed fixtures made at test time by the system's gzip, zstd and zlib, for the test targets.
+        .target(name: "CompressionFixtures", path: "Tests/CompressionFixtures"),
+        .testTarget(name: "ProxyCompressionTests", dependencies: ["ProxyCompression", "CompressionFixtures"]),
         .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
         .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(
@@ -116,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "ProxySinkTests",
             dependencies: [
-                "ProxySink", "ProxyHTTP2",
+                "ProxySink", "ProxyHTTP2", "CompressionFixtures",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

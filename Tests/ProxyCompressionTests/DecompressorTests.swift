@@ -1,4 +1,5 @@
 import ProxyCompression
+import CompressionFixtures
 import XCTest
 
 /// The bounded decompressors against data made by the system's gzip, zstd and Python's zlib:

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import ProxyCompression
 import ProxyHTTP2
+import CompressionFixtures
 import XCTest
 @testable import ProxySink
 

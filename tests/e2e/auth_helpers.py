@@ -263,6 +263,15 @@ def write_auth_config(
     return path
 
 
+def edit_config(path: Path, change) -> dict:
+    """Rewrites the JSON configuration at `path` after `change(document)` edited it in place, as an
+    operator edits the file before a reload; returns the document."""
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return document
+
+
 def start_auth_proxy(binary: Path, directory: Path, **settings) -> Proxy:
     return start_proxy_process(binary, write_auth_config(directory, **settings))
 

@@ -30,6 +30,7 @@ from auth_helpers import (
     JWKSServer,
     SigningKey,
     bcrypt_line,
+    edit_config,
     claims,
     jwks,
     start_auth_proxy,
@@ -258,10 +259,7 @@ def test_revocation_signal_removed_from_principal_by_reload_forbidden_on_open_co
     try:
         assert connection.send(f"Bearer {token}") == "ok"
         accepted = connections_accepted(proxy)
-        config = directory / "proxy.yaml"
-        document = json.loads(config.read_text())
-        document["auth"] = auth(["logs"])
-        config.write_text(json.dumps(document, indent=2) + "\n")
+        edit_config(directory / "proxy.yaml", lambda document: document.update(auth=auth(["logs"])))
         reload_and_wait(proxy)
         assert connection.send(f"Bearer {token}") == "forbidden"
         assert connections_accepted(proxy) == accepted

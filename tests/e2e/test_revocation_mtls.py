@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import http.client
-import json
 import socket
 import ssl
 import time
@@ -29,6 +28,7 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStr
 from prometheus_client.parser import text_string_to_metric_families
 
 from auth_helpers import (
+    edit_config,
     GRPC_METHODS,
     NOW,
     Authority,
@@ -102,18 +102,12 @@ def start_mtls_proxy(binary: Path, directory: Path, certs: Path, sink, pki: Clie
         tenant={"default": "team-mtls"},
     )
     if upstream_http is not None:
-        document = json.loads(config.read_text())
-        document["upstream"]["http"] = f"127.0.0.1:{upstream_http}"
-        document["upstream"]["timeout"] = "30s"
-        config.write_text(json.dumps(document, indent=2) + "\n")
+        edit_config(config, lambda document: document["upstream"].update(http=f"127.0.0.1:{upstream_http}", timeout="30s"))
     return start_proxy_process(binary, config)
 
 
 def set_allowed_principals(directory: Path, allowed: list[str]) -> None:
-    config = directory / "proxy.yaml"
-    document = json.loads(config.read_text())
-    document["auth"]["mtls"]["allowed_principals"] = allowed
-    config.write_text(json.dumps(document, indent=2) + "\n")
+    edit_config(directory / "proxy.yaml", lambda document: document["auth"]["mtls"].update(allowed_principals=allowed))
 
 
 def connections_ended(proxy) -> dict[str, float]:
@@ -358,16 +352,14 @@ def test_mtls_ca_removed_from_client_ca_file_by_reload_ends_its_connections(bina
     directory = tmp_path / "proxy"
     proxy = start_mtls_proxy(binary, directory, certs, sink, pki, [IDENTITY_A, IDENTITY_B])
     config = directory / "proxy.yaml"
-    document = json.loads(config.read_text())
-    document["tls"].update(client_ca_file=str(both), crl_file=str(crls))
-    config.write_text(json.dumps(document, indent=2) + "\n")
+    edit_config(config, lambda document: document["tls"].update(client_ca_file=str(both), crl_file=str(crls)))
     reload_and_wait(proxy)
     clients = Clients(proxy, ca_file, a, b)
     try:
         clients.all_export()
         # A's CA goes: only B's CA and CRL stay.
-        document["tls"].update(client_ca_file=str(other.ca_file), crl_file=str(other.crl_file))
-        config.write_text(json.dumps(document, indent=2) + "\n")
+        edit_config(config, lambda document: document["tls"].update(
+            client_ca_file=str(other.ca_file), crl_file=str(other.crl_file)))
         reload_and_wait(proxy)
 
         clients.assert_a_ended_b_kept()

@@ -2,31 +2,33 @@ import Foundation
 
 /// Compressed fixtures made at test time by the system's own compressors: `gzip`, `zstd`, and
 /// Python's zlib module for the zlib format (which `deflate` means). Nothing is checked in, and
-/// the decompressors are tested against independent encoders.
-enum SystemCompressors {
+/// the decompressors (`ProxyCompression`, and the sink through it) are tested against independent
+/// encoders. Shared by the test targets that need compressed data.
+public enum SystemCompressors {
     /// A compressor command that exited non-zero.
-    struct CommandFailed: Error, CustomStringConvertible {
-        var command: String
-        var status: Int32
-        var description: String { "\(command) exited with \(status)" }
+    public struct CommandFailed: Error, CustomStringConvertible {
+        public var command: String
+        public var status: Int32
+        public var description: String { "\(command) exited with \(status)" }
     }
 
     /// gzip with no name or timestamp in the header (`-n`).
-    static func gzip(_ data: [UInt8], level: Int = 6) throws -> [UInt8] {
+    public static func gzip(_ data: [UInt8], level: Int = 6) throws -> [UInt8] {
         try run(["gzip", "-c", "-n", "-\(level)"], input: data)
     }
 
-    static func zstd(_ data: [UInt8], options: [String] = []) throws -> [UInt8] {
+    public static func zstd(_ data: [UInt8], options: [String] = []) throws -> [UInt8] {
         try run(["zstd", "-c", "-q"] + options, input: data)
     }
 
     /// The zlib format (RFC 1950).
-    static func zlib(_ data: [UInt8]) throws -> [UInt8] {
+    public static func zlib(_ data: [UInt8]) throws -> [UInt8] {
         try run(["python3", "-c", "import sys, zlib; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))"],
                 input: data)
     }
 
-    static func compress(_ data: [UInt8], _ coding: String) throws -> [UInt8] {
+    /// `coding` is a content-coding name (gzip, zstd or deflate); anything else leaves `data` as it is.
+    public static func compress(_ data: [UInt8], _ coding: String) throws -> [UInt8] {
         switch coding {
         case "gzip": return try gzip(data)
         case "zstd": return try zstd(data)
@@ -36,7 +38,7 @@ enum SystemCompressors {
     }
 
     /// The standard output of a shell pipeline, for inputs too large to hold (e.g. `head -c 300M /dev/zero | gzip`).
-    static func shell(_ script: String) throws -> [UInt8] {
+    public static func shell(_ script: String) throws -> [UInt8] {
         try run(["bash", "-c", "set -o pipefail; " + script], input: [])
     }
 
@@ -61,7 +63,7 @@ enum SystemCompressors {
 }
 
 /// Test data that compresses somewhat, like telemetry: repeated words with varying numbers.
-func sampleData(count: Int, seed: UInt64 = 1) -> [UInt8] {
+public func sampleData(count: Int, seed: UInt64 = 1) -> [UInt8] {
     var state = seed
     var out: [UInt8] = []
     out.reserveCapacity(count)
