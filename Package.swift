@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ProxyAuth", targets: ["ProxyAuth"]),
         .library(name: "ProxyConfig", targets: ["ProxyConfig"]),
         .library(name: "ProxyHTTP2", targets: ["ProxyHTTP2"]),
+        .library(name: "ProxyOTLP", targets: ["ProxyOTLP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -53,6 +54,9 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
+        // OTLP payloads without generated code: the signals, and a protobuf wire-format walker that
+        // counts items and edits Resource attributes.
+        .target(name: "ProxyOTLP", dependencies: ["ProxyJSON"]),
         // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink now; the proxy later).
         .target(name: "ProxyCompression", dependencies: ["CZlib", "CZstd"]),
         // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
@@ -62,12 +66,13 @@ let package = Package(
             dependencies: ["CNghttp2", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "ProxyAuth",
-            dependencies: ["ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyYAML", "CCrypt"]),
+            dependencies: ["ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyYAML", "ProxyOTLP", "CCrypt"]),
         .target(name: "ProxyConfig", dependencies: ["ProxySystem", "ProxyYAML"]),
         .target(
             name: "ProxyCore",
             dependencies: [
-                "ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig", "CMalloc",
+                "ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyHTTP2", "ProxyAuth", "ProxyConfig", "ProxyOTLP",
+                "ProxyCompression", "CMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -80,7 +85,7 @@ let package = Package(
         .target(
             name: "ProxySink",
             dependencies: [
-                "ProxyJSON", "ProxyHTTP2", "ProxyCompression",
+                "ProxyJSON", "ProxyHTTP2", "ProxyCompression", "ProxyOTLP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -109,6 +114,9 @@ let package = Package(
         .target(name: "CompressionFixtures", path: "Tests/CompressionFixtures"),
         .testTarget(name: "ProxyCompressionTests", dependencies: ["ProxyCompression", "CompressionFixtures"]),
         .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
+        // OTLP export requests built by hand in protobuf, with known item counts, for the test targets.
+        .target(name: "OTLPFixtures", path: "Tests/OTLPFixtures"),
+        .testTarget(name: "ProxyOTLPTests", dependencies: ["ProxyOTLP", "OTLPFixtures"]),
         .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(
             name: "ProxyHTTP2Tests",
@@ -118,14 +126,14 @@ let package = Package(
         .testTarget(
             name: "ProxySinkTests",
             dependencies: [
-                "ProxySink", "ProxyHTTP2", "CompressionFixtures",
+                "ProxySink", "ProxyHTTP2", "ProxyOTLP", "CompressionFixtures", "OTLPFixtures",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(
             name: "ProxyCoreTests",
             dependencies: [
-                "ProxyCore", "ProxyConfig", "ProxyTLS", "ProxySink", "ProxyHTTP2",
+                "ProxyCore", "ProxyConfig", "ProxyTLS", "ProxySink", "ProxyHTTP2", "ProxyOTLP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -27,7 +27,9 @@ let package = Package(
         .target(name: "FuzzSupport", dependencies: ["FuzzDriver"]),
         fuzzTarget("fuzz-jwt", [.product(name: "ProxyAuth", package: rootPackage)]),
         fuzzTarget("fuzz-jwks", [.product(name: "ProxyAuth", package: rootPackage)]),
-        fuzzTarget("fuzz-authorization", [.product(name: "ProxyAuth", package: rootPackage)]),
+        fuzzTarget(
+            "fuzz-authorization",
+            [.product(name: "ProxyAuth", package: rootPackage), .product(name: "ProxyOTLP", package: rootPackage)]),
         fuzzTarget("fuzz-htpasswd", [.product(name: "ProxyAuth", package: rootPackage)]),
         fuzzTarget("fuzz-tokens", [.product(name: "ProxyAuth", package: rootPackage)]),
         fuzzTarget("fuzz-config", [.product(name: "ProxyConfig", package: rootPackage)]),

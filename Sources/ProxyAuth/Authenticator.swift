@@ -1,3 +1,4 @@
+import ProxyOTLP
 import ProxyTLS
 import ProxySystem
 
@@ -8,9 +9,9 @@ public struct RequestCredentials: Sendable {
     /// Every `Authorization` header value, in order (more than one is refused, not resolved).
     public var authorization: [String]
     /// The OTLP signal the request is for.
-    public var signal: AuthSignal
+    public var signal: OTLPSignal
 
-    public init(peerCertificate: PeerCertificate?, authorization: [String], signal: AuthSignal) {
+    public init(peerCertificate: PeerCertificate?, authorization: [String], signal: OTLPSignal) {
         self.peerCertificate = peerCertificate
         self.authorization = authorization
         self.signal = signal
@@ -131,7 +132,7 @@ public final class Authenticator: Sendable {
         /// The credential's own tenant (tokens-file entry, JWT tenant claim).
         var tenant: String?
         /// Signals the credential itself allows (tokens-file entry); nil allows all.
-        var signals: Set<AuthSignal>?
+        var signals: Set<OTLPSignal>?
         var headers: [(name: String, value: String)] = []
         /// A JWT's `exp`.
         var validUntil: WallTime?
@@ -248,7 +249,7 @@ public final class Authenticator: Sendable {
     }
 
     /// Rules 3 and 4, once every present credential is verified.
-    func decide(_ verified: [Verified], signal: AuthSignal) -> Result<AuthDecision, AuthFailure> {
+    func decide(_ verified: [Verified], signal: OTLPSignal) -> Result<AuthDecision, AuthFailure> {
         guard let chosen = verified.min(by: { rank($0.method) < rank($1.method) }) else {
             return .failure(.missingCredential)
         }

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import ProxyTLS
 import ProxyYAML
 import ProxySystem
@@ -12,9 +13,9 @@ public struct BearerTokenEntry: Sendable, Equatable {
     public var tenant: String
     public var tokenSHA256: [UInt8]
     /// Key `signals`: when set, requests for other signals are refused (403); nil allows all three.
-    public var signals: Set<AuthSignal>?
+    public var signals: Set<OTLPSignal>?
 
-    public init(principal: String, tenant: String, tokenSHA256: [UInt8], signals: Set<AuthSignal>? = nil) {
+    public init(principal: String, tenant: String, tokenSHA256: [UInt8], signals: Set<OTLPSignal>? = nil) {
         self.principal = principal
         self.tenant = tenant
         self.tokenSHA256 = tokenSHA256
@@ -102,10 +103,10 @@ public struct BearerTokenTable: Sendable {
             for entry in map.entries where !["principal", "tenant", "token", "sha256", "signals"].contains(entry.key.text) {
                 problems.append("\(at).\(entry.key.text): unknown key; allowed: principal, tenant, token, sha256, signals")
             }
-            var signals: Set<AuthSignal>?
+            var signals: Set<OTLPSignal>?
             if let value = map["signals"] {
                 let names = value.sequence?.map { $0.scalar.flatMap(Self.string) }
-                let parsed = names?.compactMap { $0.flatMap(AuthSignal.init(rawValue:)) }
+                let parsed = names?.compactMap { $0.flatMap(OTLPSignal.init(rawValue:)) }
                 if let names, let parsed, !parsed.isEmpty, parsed.count == names.count {
                     signals = Set(parsed)
                 } else {

@@ -6,13 +6,6 @@ public enum AuthMethod: String, Sendable, CaseIterable {
     case basic
 }
 
-/// The OTLP signal a request carries, as far as authorization is concerned (`signals:` lists).
-public enum AuthSignal: String, Sendable, CaseIterable {
-    case traces
-    case metrics
-    case logs
-}
-
 /// Who sent a request, as established by one authentication method.
 ///
 /// The name is qualified by its method so principals of different kinds never collide in the

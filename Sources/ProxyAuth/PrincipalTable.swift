@@ -1,3 +1,4 @@
+import ProxyOTLP
 import ProxyTLS
 
 /// A principal or identity pattern: an exact name, or one with `*` wildcards, each matching any run
@@ -100,9 +101,9 @@ public struct PrincipalTable: Sendable, Equatable {
         /// When set, the tenant (however found) must be one of these.
         public var allowedTenants: [String]?
         /// When set, only these signals are accepted; default all three.
-        public var signals: Set<AuthSignal>?
+        public var signals: Set<OTLPSignal>?
 
-        public init(pattern: String, tenant: String? = nil, allowedTenants: [String]? = nil, signals: Set<AuthSignal>? = nil) {
+        public init(pattern: String, tenant: String? = nil, allowedTenants: [String]? = nil, signals: Set<OTLPSignal>? = nil) {
             self.pattern = PrincipalPattern(pattern)
             self.tenant = tenant
             self.allowedTenants = allowedTenants

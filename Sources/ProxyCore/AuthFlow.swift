@@ -106,13 +106,3 @@ enum AuthFlow {
         }
     }
 }
-
-extension OTLPSignal {
-    var authSignal: AuthSignal {
-        switch self {
-        case .traces: return .traces
-        case .metrics: return .metrics
-        case .logs: return .logs
-        }
-    }
-}

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import ProxyAuth
 import ProxySystem
 import ProxyTLS
@@ -20,7 +21,7 @@ final class CredentialMemory {
     private var authorization: [UInt8] = []
     private var decisions: [AuthDecision?] = [nil, nil, nil]
 
-    private static func slot(_ signal: AuthSignal) -> Int {
+    private static func slot(_ signal: OTLPSignal) -> Int {
         switch signal {
         case .traces: return 0
         case .metrics: return 1

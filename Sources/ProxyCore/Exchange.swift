@@ -1,3 +1,4 @@
+import ProxyOTLP
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -230,7 +231,7 @@ struct Exchange {
         return .authenticate(
             RequestCredentials(
                 peerCertificate: peerCertificate, authorization: facts.authorization,
-                signal: route!.signal.authSignal))
+                signal: route!.signal))
     }
 
     // MARK: Authentication and admission

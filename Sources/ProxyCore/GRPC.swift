@@ -1,27 +1,6 @@
 import NIOCore
 import ProxyHTTP2
 
-extension OTLPSignal {
-    /// The gRPC method path of this signal's Export call.
-    public var grpcPath: String {
-        switch self {
-        case .traces: return "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        case .metrics: return "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-        case .logs: return "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-        }
-    }
-
-    /// Maps a gRPC `:path` to its signal; only the three OTLP Export methods are forwarded.
-    public init?(grpcPath path: String) {
-        switch path {
-        case OTLPSignal.traces.grpcPath: self = .traces
-        case OTLPSignal.metrics.grpcPath: self = .metrics
-        case OTLPSignal.logs.grpcPath: self = .logs
-        default: return nil
-        }
-    }
-}
-
 /// gRPC framing facts the relay needs: which requests are gRPC, local trailers-only replies, and
 /// the deadline a client asked for.
 enum GRPC {

@@ -1,31 +1,4 @@
-
-/// The OTLP signal a request carries, decided from its path. Only these three are forwarded.
-public enum OTLPSignal: String, Sendable, CaseIterable {
-    case traces
-    case metrics
-    case logs
-
-    /// The OTLP/HTTP path (`/v1/traces` …), without a query.
-    public var httpPath: String { "/v1/\(rawValue)" }
-
-    /// Maps an OTLP/HTTP request target to its signal; a query string is ignored, anything else is nil.
-    public init?(httpTarget target: String) {
-        switch target {
-        // The usual targets, compared whole.
-        case "/v1/traces": self = .traces
-        case "/v1/metrics": self = .metrics
-        case "/v1/logs": self = .logs
-        default:
-            guard let query = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
-            switch Substring(target.utf8[..<query]) {
-            case "/v1/traces": self = .traces
-            case "/v1/metrics": self = .metrics
-            case "/v1/logs": self = .logs
-            default: return nil
-            }
-        }
-    }
-}
+import ProxyOTLP
 
 /// The encoding of an OTLP/HTTP request, which decides the encoding of a local error body.
 enum OTLPEncoding: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import Atomics
 import NIOCore
 import ProxyAuth
@@ -97,7 +98,7 @@ public final class ProxyRuntime: Sendable {
         let principals = PrincipalTable(entries: configuration.auth.principals.map { entry in
             PrincipalTable.Entry(
                 pattern: entry.principal, tenant: entry.tenant, allowedTenants: entry.allowedTenants,
-                signals: entry.signals.map { Set($0.compactMap { AuthSignal(rawValue: $0.rawValue) }) })
+                signals: entry.signals.map { Set($0.compactMap { OTLPSignal(rawValue: $0.rawValue) }) })
         })
         var jwt: JWTAuthenticator?
         var remote: [RemoteKeySource] = []

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import ProxyAuth
 import ProxyTLS
 

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import NIOHTTP1
 import ProxyHTTP2
 

@@ -1,29 +1,9 @@
 // The OTLP/gRPC side of the sink, as pure logic: which calls it serves, how a unary request
 // message is reassembled from DATA, and which gRPC status each outcome gets. The h2c channel
 // handler (SinkGRPCHandler) only moves bytes and frames.
+import ProxyOTLP
 import NIOCore
 import ProxyCompression
-
-extension OTLPSignal {
-    /// `/opentelemetry.proto.collector.trace.v1.TraceService/Export` → `.traces`, and so on.
-    public init?(grpcPath: String) {
-        switch grpcPath {
-        case "/opentelemetry.proto.collector.trace.v1.TraceService/Export": self = .traces
-        case "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export": self = .metrics
-        case "/opentelemetry.proto.collector.logs.v1.LogsService/Export": self = .logs
-        default: return nil
-        }
-    }
-
-    /// The gRPC method path of this signal's Export call.
-    public var grpcPath: String {
-        switch self {
-        case .traces: return "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        case .metrics: return "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-        case .logs: return "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-        }
-    }
-}
 
 /// The gRPC status codes the sink answers with.
 enum GRPCStatusCode: Int, Equatable {

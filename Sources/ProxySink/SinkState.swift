@@ -1,5 +1,6 @@
 // What the sink remembers between requests, and the pure request → response logic.
 // The channel handler only moves bytes; everything decided here is testable without I/O.
+import ProxyOTLP
 import ProxyCompression
 import ProxyJSON
 
@@ -167,7 +168,7 @@ struct SinkState {
     /// is decompressed into at most `maxBodyBytes` bytes (the limit the raw body had too): past
     /// that the request gets 413 without anything more being decompressed.
     static func evaluate(_ request: SinkRequest, maxBodyBytes: Int) -> Outcome {
-        guard let signal = OTLPSignal(path: request.path) else {
+        guard let signal = OTLPSignal(httpPath: Substring(request.path)) else {
             return Outcome(response: .text(404, "no such path; the sink serves POST /v1/traces, /v1/metrics, /v1/logs"))
         }
         guard request.method == "POST" else {

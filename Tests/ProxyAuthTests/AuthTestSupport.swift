@@ -1,3 +1,4 @@
+import ProxyOTLP
 import Foundation
 import ProxyTLS
 @testable import ProxyAuth
@@ -26,7 +27,7 @@ extension Authenticator {
 
     /// The final result; `.refetchKeys` is reported as `invalidJWT(.unknownKeyID)`.
     func authenticate(
-        authorization: [String], certificate: PeerCertificate? = nil, signal: AuthSignal = .traces, now: WallTime = .now()
+        authorization: [String], certificate: PeerCertificate? = nil, signal: OTLPSignal = .traces, now: WallTime = .now()
     ) -> Result<AuthDecision, AuthFailure> {
         let credentials = RequestCredentials(peerCertificate: certificate, authorization: authorization, signal: signal)
         switch authenticate(credentials, now: now) {

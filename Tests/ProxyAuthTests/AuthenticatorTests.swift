@@ -1,3 +1,4 @@
+import ProxyOTLP
 import Foundation
 import XCTest
 @testable import ProxyAuth
@@ -10,7 +11,7 @@ final class AuthenticatorTests: XCTestCase {
     static let tracesToken = "traces-only-token-0123456789abcd"
 
     static let tokens: BearerTokenTable = {
-        func entry(_ principal: String, _ tenant: String, _ token: String, _ signals: Set<AuthSignal>? = nil) -> BearerTokenEntry {
+        func entry(_ principal: String, _ tenant: String, _ token: String, _ signals: Set<OTLPSignal>? = nil) -> BearerTokenEntry {
             BearerTokenEntry(principal: principal, tenant: tenant, tokenSHA256: Digest.sha256(Array(token.utf8)), signals: signals)
         }
         return BearerTokenTable(entries: [

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import ProxyAuth
 import ProxySystem
 import XCTest
@@ -16,7 +17,7 @@ final class CredentialMemoryTests: XCTestCase {
     private let now = WallTime(secondsSince1970: 1_800_000_000)
     private let decision = AuthDecision(principal: Principal(name: "token:ci", method: .bearer), tenant: "team-a")
 
-    private func credentials(_ authorization: [String] = ["Bearer good-token"], signal: AuthSignal = .traces) -> RequestCredentials {
+    private func credentials(_ authorization: [String] = ["Bearer good-token"], signal: OTLPSignal = .traces) -> RequestCredentials {
         RequestCredentials(peerCertificate: nil, authorization: authorization, signal: signal)
     }
 

@@ -1,3 +1,4 @@
+import ProxyOTLP
 import NIOCore
 import ProxyHTTP2
 import XCTest

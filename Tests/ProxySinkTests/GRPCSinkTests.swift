@@ -1,3 +1,4 @@
+import ProxyOTLP
 import Logging
 import NIOCore
 import NIOPosix

@@ -1,6 +1,7 @@
 // Fuzzes Authorization header handling: the input is one header value. It is parsed, Basic
 // credentials are decoded, and the full Authenticator classifies it with bearer, basic and JWT
 // enabled (password hashing is handed back as `.offload` and deliberately not run here).
+import ProxyOTLP
 import Foundation
 import FuzzSupport
 import ProxyAuth
@@ -58,7 +59,7 @@ runFuzzer { data, count in
             break
         }
     }
-    for signal in AuthSignal.allCases {
+    for signal in OTLPSignal.allCases {
         let credentials = RequestCredentials(peerCertificate: nil, authorization: [value], signal: signal)
         let step = Fixture.authenticator.authenticate(credentials, now: Fixture.now)
         if fuzzTracing { print(signal, step) }

@@ -3,21 +3,6 @@
 // few message levels that lead to the items and skips everything else.
 import ProxyJSON
 
-/// The three OTLP/HTTP signals and the item each one carries.
-public enum OTLPSignal: String, Sendable, CaseIterable {
-    case traces, metrics, logs
-
-    /// `/v1/traces` → `.traces`, and so on; nil for any other path.
-    public init?(path: String) {
-        switch path {
-        case "/v1/traces": self = .traces
-        case "/v1/metrics": self = .metrics
-        case "/v1/logs": self = .logs
-        default: return nil
-        }
-    }
-}
-
 /// Why a body could not be counted (the sink answers 400 with this text).
 public struct OTLPBodyError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String

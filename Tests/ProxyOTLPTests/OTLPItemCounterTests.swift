@@ -1,5 +1,6 @@
 import XCTest
-@testable import ProxySink
+import OTLPFixtures
+@testable import ProxyOTLP
 
 /// Counting items in OTLP export requests without I/O: protobuf built by hand, JSON as
 /// the OTLP/JSON exporters write it.

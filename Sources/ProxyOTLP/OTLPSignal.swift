@@ -1,0 +1,53 @@
+// The OTLP signals and the two ways a request names one: the OTLP/HTTP path and the gRPC
+// method. One enum for the whole product: routing, authorization (`signals:` lists), the sink.
+
+/// The OTLP signal a request carries, decided from its path. Only these are forwarded.
+public enum OTLPSignal: String, Sendable, CaseIterable {
+    case traces
+    case metrics
+    case logs
+
+    /// The OTLP/HTTP path (`/v1/traces` …), without a query.
+    public var httpPath: String { "/v1/\(rawValue)" }
+
+    /// The gRPC method path of this signal's Export call.
+    public var grpcPath: String {
+        switch self {
+        case .traces: return "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        case .metrics: return "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+        case .logs: return "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+        }
+    }
+
+    /// Maps a gRPC `:path` to its signal; only the OTLP Export methods are known.
+    public init?(grpcPath path: String) {
+        switch path {
+        case OTLPSignal.traces.grpcPath: self = .traces
+        case OTLPSignal.metrics.grpcPath: self = .metrics
+        case OTLPSignal.logs.grpcPath: self = .logs
+        default: return nil
+        }
+    }
+
+    /// Maps an OTLP/HTTP request target to its signal; a query string is ignored, anything else is nil.
+    public init?(httpTarget target: String) {
+        if let signal = Self(httpPath: Substring(target)) {
+            self = signal
+            return
+        }
+        guard let query = target.utf8.firstIndex(of: UInt8(ascii: "?")),
+            let signal = Self(httpPath: Substring(target.utf8[..<query]))
+        else { return nil }
+        self = signal
+    }
+
+    /// The signal whose OTLP/HTTP path is exactly `path` (no query).
+    public init?(httpPath path: Substring) {
+        switch path {
+        case "/v1/traces": self = .traces
+        case "/v1/metrics": self = .metrics
+        case "/v1/logs": self = .logs
+        default: return nil
+        }
+    }
+}
