@@ -19,13 +19,14 @@ final class CredentialMemory {
     private var generation: UInt64 = 0
     private var keysVersion: UInt64 = 0
     private var authorization: [UInt8] = []
-    private var decisions: [AuthDecision?] = [nil, nil, nil]
+    private var decisions: [AuthDecision?] = [nil, nil, nil, nil]
 
     private static func slot(_ signal: OTLPSignal) -> Int {
         switch signal {
         case .traces: return 0
         case .metrics: return 1
         case .logs: return 2
+        case .profiles: return 3
         }
     }
 
@@ -50,7 +51,7 @@ final class CredentialMemory {
             generation = runtime.generation
             self.keysVersion = keysVersion
             authorization = presented
-            decisions = [nil, nil, nil]
+            decisions = [nil, nil, nil, nil]
         }
         decisions[Self.slot(credentials.signal)] = decision
     }

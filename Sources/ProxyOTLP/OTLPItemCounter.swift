@@ -25,6 +25,14 @@ public enum OTLPItemCounter {
                     try ProtoWalker.forEachMessage(scope, field: 2) { _ in count += 1 }
                 }
             }
+        case .profiles:
+            // ExportProfilesServiceRequest.resource_profiles(1) → ResourceProfiles.scope_profiles(2)
+            // → ScopeProfiles.profiles(2); the request's dictionary(2) holds no items.
+            try ProtoWalker.forEachMessage(body[...], field: 1) { resource throws(OTLPBodyError) in
+                try ProtoWalker.forEachMessage(resource, field: 2) { scope throws(OTLPBodyError) in
+                    try ProtoWalker.forEachMessage(scope, field: 2) { _ in count += 1 }
+                }
+            }
         case .logs:
             // ExportLogsServiceRequest.resource_logs(1) → ResourceLogs.scope_logs(2) → ScopeLogs.log_records(2)
             try ProtoWalker.forEachMessage(body[...], field: 1) { resource throws(OTLPBodyError) in
@@ -66,6 +74,7 @@ public enum OTLPItemCounter {
         let path: [(String, String)]
         switch signal {
         case .traces: path = [("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans", "spans")]
+        case .profiles: path = [("resourceProfiles", "resource_profiles"), ("scopeProfiles", "scope_profiles"), ("profiles", "profiles")]
         case .logs: path = [("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"), ("logRecords", "log_records")]
         case .metrics: path = [("resourceMetrics", "resource_metrics"), ("scopeMetrics", "scope_metrics"), ("metrics", "metrics")]
         }

@@ -6,9 +6,16 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
     case traces
     case metrics
     case logs
+    /// OTLP profiles, still in development upstream: its paths carry `v1development`.
+    case profiles
 
     /// The OTLP/HTTP path (`/v1/traces` …), without a query.
-    public var httpPath: String { "/v1/\(rawValue)" }
+    public var httpPath: String {
+        switch self {
+        case .traces, .metrics, .logs: return "/v1/\(rawValue)"
+        case .profiles: return "/v1development/profiles"
+        }
+    }
 
     /// The gRPC method path of this signal's Export call.
     public var grpcPath: String {
@@ -16,6 +23,7 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
         case .traces: return "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
         case .metrics: return "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
         case .logs: return "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+        case .profiles: return "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
         }
     }
 
@@ -25,6 +33,7 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
         case OTLPSignal.traces.grpcPath: self = .traces
         case OTLPSignal.metrics.grpcPath: self = .metrics
         case OTLPSignal.logs.grpcPath: self = .logs
+        case OTLPSignal.profiles.grpcPath: self = .profiles
         default: return nil
         }
     }
@@ -47,6 +56,7 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
         case "/v1/traces": self = .traces
         case "/v1/metrics": self = .metrics
         case "/v1/logs": self = .logs
+        case "/v1development/profiles": self = .profiles
         default: return nil
         }
     }

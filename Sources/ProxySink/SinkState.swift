@@ -10,11 +10,13 @@ public struct TenantCounts: Sendable, Equatable {
     public var spans = 0
     public var dataPoints = 0
     public var logRecords = 0
-    public init(requests: Int = 0, spans: Int = 0, dataPoints: Int = 0, logRecords: Int = 0) {
+    public var profiles = 0
+    public init(requests: Int = 0, spans: Int = 0, dataPoints: Int = 0, logRecords: Int = 0, profiles: Int = 0) {
         self.requests = requests
         self.spans = spans
         self.dataPoints = dataPoints
         self.logRecords = logRecords
+        self.profiles = profiles
     }
 }
 
@@ -68,6 +70,7 @@ public struct SinkStats: Sendable, Equatable {
                 (key: "spans", value: .integer(Int64(counts.spans))),
                 (key: "data_points", value: .integer(Int64(counts.dataPoints))),
                 (key: "log_records", value: .integer(Int64(counts.logRecords))),
+                (key: "profiles", value: .integer(Int64(counts.profiles))),
             ]))
         }
         let last: JSONValue = lastRequest.map { request in
@@ -245,6 +248,7 @@ struct SinkState {
             case .traces: counts.spans += outcome.items
             case .metrics: counts.dataPoints += outcome.items
             case .logs: counts.logRecords += outcome.items
+            case .profiles: counts.profiles += outcome.items
             }
         }
         stats.tenants[tenant] = counts

@@ -127,7 +127,7 @@ final class OTLPSinkTests: XCTestCase {
         XCTAssertEqual(object["duplicate_tenant_headers"] as? Int, 0)
         XCTAssertEqual(object["requests_with_authorization"] as? Int, 0)
         let team = try XCTUnwrap((object["tenants"] as? [String: Any])?["team-a"] as? [String: Int])
-        XCTAssertEqual(team, ["requests": 1, "spans": 0, "data_points": 0, "log_records": 3])
+        XCTAssertEqual(team, ["requests": 1, "spans": 0, "data_points": 0, "log_records": 3, "profiles": 0])
         let last = try XCTUnwrap(object["last_request"] as? [String: Any])
         XCTAssertEqual(last["method"] as? String, "POST")
         XCTAssertEqual(last["path"] as? String, "/v1/logs")

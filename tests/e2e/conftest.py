@@ -155,7 +155,7 @@ class Sink(Service):
         requests.post(f"{self.url}/stats/reset", timeout=5).raise_for_status()
 
     def tenant(self, name: str) -> dict:
-        return self.stats()["tenants"].get(name, {"requests": 0, "spans": 0, "data_points": 0, "log_records": 0})
+        return self.stats()["tenants"].get(name, {"requests": 0, "spans": 0, "data_points": 0, "log_records": 0, "profiles": 0})
 
 
 class Proxy(Service):

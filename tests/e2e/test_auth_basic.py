@@ -91,7 +91,7 @@ def test_basic_http_sdk_exporter_alice_counted_under_her_tenant(proxy, sink, ca_
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-basic": {"requests": 1, "spans": 5, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-basic": {"requests": 1, "spans": 5, "data_points": 0, "log_records": 0, "profiles": 0}}
     headers = stats["last_request"]["headers"]
     assert [v for k, v in headers if k == "x-scope-orgid"] == ["team-basic"]
     assert "authorization" not in [k for k, _ in headers]

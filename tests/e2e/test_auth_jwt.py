@@ -139,7 +139,7 @@ def test_jwt_es256_jwks_url_http_sdk_exporter_tenant_from_claim(proxy, sink, ca_
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-jwt": {"requests": 2, "spans": 5, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-jwt": {"requests": 2, "spans": 5, "data_points": 0, "log_records": 0, "profiles": 0}}
     headers = stats["last_request"]["headers"]
     assert [v for k, v in headers if k == "x-scope-orgid"] == ["team-jwt"]
     assert "authorization" not in [k for k, _ in headers]
@@ -154,7 +154,7 @@ def test_jwt_rs256_jwks_url_grpc_sdk_exporter_tenant_from_claim(proxy, sink, ca_
         assert exporter.export(make_spans(4)) == SpanExportResult.SUCCESS
     finally:
         exporter.shutdown()
-    assert sink.stats()["tenants"] == {"team-jwt": {"requests": 1, "spans": 4, "data_points": 0, "log_records": 0}}
+    assert sink.stats()["tenants"] == {"team-jwt": {"requests": 1, "spans": 4, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert last_headers(sink, "x-scope-orgid") == ["team-jwt"]
 
 

@@ -88,7 +88,7 @@ def test_grpc_sdk_span_export_counted_under_token_tenant(proxy, sink, ca_file, t
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert_forwarded_headers(stats, "team-a", TRACE_EXPORT)
 
 
@@ -101,7 +101,7 @@ def test_grpc_sdk_metric_export_data_points_counted(proxy, sink, ca_file, tokens
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 0, "data_points": points, "log_records": 0}}
+    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 0, "data_points": points, "log_records": 0, "profiles": 0}}
     assert_forwarded_headers(stats, "team-b", "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
 
 
@@ -113,7 +113,7 @@ def test_grpc_sdk_log_export_records_counted(proxy, sink, ca_file, tokens):
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 0, "data_points": 0, "log_records": 4}}
+    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 0, "data_points": 0, "log_records": 4, "profiles": 0}}
     assert_forwarded_headers(stats, "team-a", LOGS_EXPORT)
 
 
@@ -412,7 +412,7 @@ def test_control_grpcio_direct_to_sink_h2c_counts_client_tenant(sink):
     finally:
         channel.close()
     stats = sink.stats()
-    assert stats["tenants"] == {"direct": {"requests": 1, "spans": 3, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"direct": {"requests": 1, "spans": 3, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert stats["last_request"]["path"] == TRACE_EXPORT
 
 

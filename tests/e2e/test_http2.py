@@ -48,7 +48,7 @@ def test_h2load_200_concurrent_grpc_unary_calls_one_connection_all_counted(proxy
     assert re.search(r"status codes: 200 2xx, 0 3xx, 0 4xx, 0 5xx", output), output
     # Every gRPC call is a 200 whatever its grpc-status: the sink's counts say they all arrived.
     stats = sink.stats()
-    assert stats["tenants"] == {"team-a": {"requests": 200, "spans": 200, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-a": {"requests": 200, "spans": 200, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert stats["duplicate_tenant_headers"] == 0
     assert stats["requests_with_authorization"] == 0
 
@@ -69,7 +69,7 @@ def test_curl_http2_protobuf_export_translated_to_http1_counted(proxy, sink, ca_
     assert result.status == 200, result.body
     assert (result.header("content-type") or "").startswith("application/x-protobuf")
     stats = sink.stats()
-    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 3, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 3, "data_points": 0, "log_records": 0, "profiles": 0}}
     last = stats["last_request"]
     assert last["method"] == "POST"
     assert last["path"] == "/v1/traces"

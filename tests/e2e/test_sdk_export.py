@@ -27,7 +27,7 @@ def test_https_sdk_span_export_plain_token_counted_under_team_a(proxy, sink, ca_
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert stats["last_request"]["method"] == "POST"
     assert stats["last_request"]["path"] == "/v1/traces"
     assert_forwarded_headers(stats, "team-a")
@@ -41,7 +41,7 @@ def test_https_sdk_span_export_hashed_token_counted_under_team_b(proxy, sink, ca
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-b": {"requests": 2, "spans": 5, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-b": {"requests": 2, "spans": 5, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert_forwarded_headers(stats, "team-b")
 
 
@@ -53,7 +53,7 @@ def test_https_sdk_metric_export_data_points_counted(proxy, sink, ca_file, token
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 0, "data_points": points, "log_records": 0}}
+    assert stats["tenants"] == {"team-a": {"requests": 1, "spans": 0, "data_points": points, "log_records": 0, "profiles": 0}}
     assert stats["last_request"]["path"] == "/v1/metrics"
     assert_forwarded_headers(stats, "team-a")
 
@@ -65,7 +65,7 @@ def test_https_sdk_log_export_records_counted(proxy, sink, ca_file, tokens):
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 0, "data_points": 0, "log_records": 4}}
+    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 0, "data_points": 0, "log_records": 4, "profiles": 0}}
     assert stats["last_request"]["path"] == "/v1/logs"
     assert_forwarded_headers(stats, "team-b")
 

@@ -89,7 +89,7 @@ def test_sdk_http_gzip_and_deflate_exports_straight_to_sink_counted(sink):
     finally:
         for exporter in (spans, metrics, logs):
             exporter.shutdown()
-    assert sink.stats()["tenants"] == {"": {"requests": 3, "spans": 9, "data_points": points, "log_records": 4}}
+    assert sink.stats()["tenants"] == {"": {"requests": 3, "spans": 9, "data_points": points, "log_records": 4, "profiles": 0}}
 
 
 def test_sdk_grpc_gzip_and_deflate_exports_straight_to_sink_counted(sink):
@@ -107,7 +107,7 @@ def test_sdk_grpc_gzip_and_deflate_exports_straight_to_sink_counted(sink):
     finally:
         for exporter in (spans, metrics, logs):
             exporter.shutdown()
-    assert sink.stats()["tenants"] == {"": {"requests": 3, "spans": 8, "data_points": points, "log_records": 3}}
+    assert sink.stats()["tenants"] == {"": {"requests": 3, "spans": 8, "data_points": points, "log_records": 3, "profiles": 0}}
 
 
 # --- through the proxy (TLS, bearer token), as `make run` runs them ------------------------------
@@ -124,7 +124,7 @@ def test_sdk_http_gzip_export_through_proxy_counted_under_tenant(proxy, sink, ca
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-a": {"requests": 2, "spans": 11, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-a": {"requests": 2, "spans": 11, "data_points": 0, "log_records": 0, "profiles": 0}}
     # The proxy forwarded the body as the exporter compressed it.
     assert header_values(stats, "content-encoding") == ["gzip"]
     assert stats["requests_with_authorization"] == 0
@@ -140,7 +140,7 @@ def test_sdk_grpc_gzip_export_through_proxy_counted_under_tenant(proxy, sink, ca
     finally:
         exporter.shutdown()
     stats = sink.stats()
-    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0}}
+    assert stats["tenants"] == {"team-b": {"requests": 1, "spans": 7, "data_points": 0, "log_records": 0, "profiles": 0}}
     assert header_values(stats, "grpc-encoding") == ["gzip"]
 
 
@@ -219,7 +219,7 @@ def test_gzip_bomb_http_413_sink_memory_stays_within_its_limit(start_sink):
     bound_kib = (SINK_LIMIT + SINK_LIMIT // 2) // 1024
     assert rss_after - rss_before < bound_kib, measured
     assert hwm_after - rss_before < bound_kib + 16 * 1024, measured
-    assert sink.stats()["tenants"] == {"": {"requests": 2, "spans": 2, "data_points": 0, "log_records": 0}}
+    assert sink.stats()["tenants"] == {"": {"requests": 2, "spans": 2, "data_points": 0, "log_records": 0, "profiles": 0}}
 
 
 def test_gzip_bomb_grpc_through_proxy_resource_exhausted_sink_memory_bounded(start_sink, start_proxy, ca_file, tokens):
@@ -249,7 +249,7 @@ def test_gzip_bomb_grpc_through_proxy_resource_exhausted_sink_memory_bounded(sta
     bound_kib = (SINK_LIMIT + SINK_LIMIT // 2) // 1024
     assert rss_after - rss_before < bound_kib, measured
     assert hwm_after - rss_before < bound_kib + 16 * 1024, measured
-    assert sink.tenant("team-a") == {"requests": 2, "spans": 2, "data_points": 0, "log_records": 0}
+    assert sink.tenant("team-a") == {"requests": 2, "spans": 2, "data_points": 0, "log_records": 0, "profiles": 0}
 
 
 @pytest.mark.parametrize("flag_header", [[], [("grpc-encoding", "identity")]], ids=["no-encoding", "identity"])
