@@ -4,7 +4,7 @@ import ProxyYAML
 /// every other key, and uses this table to suggest the key a typo was meant to be.
 enum Schema {
     static let sections: [(path: String, keys: [String])] = [
-        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "log", "admin", "limits", "reload", "shutdown"]),
+        ("", ["grpc", "http", "tls", "upstream", "auth", "tenant", "usage", "log", "admin", "limits", "reload", "shutdown"]),
         ("grpc", ["endpoint", "max_recv_msg_size"]),
         ("http", ["endpoint", "max_request_body_size", "max_header_bytes", "max_header_count", "idle_timeout"]),
         ("tls", ["cert_file", "key_file", "min_version", "client_ca_file", "client_auth", "crl_file", "verify_depth"]),
@@ -20,12 +20,13 @@ enum Schema {
         ("auth.bearer", ["tokens_file"]),
         ("auth.basic", ["htpasswd_file"]),
         ("auth.principals", ["principal", "tenant", "allowed_tenants", "signals"]),
-        ("tenant", ["header", "default"]),
+        ("tenant", ["header", "default", "resource_attribute", "principal_attribute"]),
+        ("usage", ["count_items"]),
         ("log", ["level", "access_log", "format"]),
         ("admin", ["endpoint"]),
         ("limits", ["max_connections", "handshake_timeout", "max_buffered_bytes", "max_connection_age", "tenant_rate"]),
-        ("limits.tenant_rate", ["requests_per_second", "bytes_per_second", "burst_seconds", "overrides"]),
-        ("limits.tenant_rate.overrides.<tenant>", ["requests_per_second", "bytes_per_second"]),
+        ("limits.tenant_rate", ["requests_per_second", "bytes_per_second", "items_per_second", "burst_seconds", "overrides"]),
+        ("limits.tenant_rate.overrides.<tenant>", ["requests_per_second", "bytes_per_second", "items_per_second"]),
         ("reload", ["watch_interval"]),
         ("shutdown", ["drain_timeout"]),
     ]
@@ -123,6 +124,25 @@ struct ConfigurationReader {
                 tenant.defaultTenant = value
             }
         }
+        for (name, example) in [("resource_attribute", "tenant.id"), ("principal_attribute", "auth.principal")] {
+            guard let value = string(tenantFields, name, example: example) else { continue }
+            if let problem = Self.attributeKeyProblem(value) {
+                report(tenantFields.key(name), problem)
+            } else if name == "resource_attribute" {
+                tenant.resourceAttribute = value
+            } else {
+                tenant.principalAttribute = value
+            }
+        }
+        if let key = tenant.resourceAttribute, key == tenant.principalAttribute {
+            report(tenantFields.key("principal_attribute"), "\(quote(key)) is also tenant.resource_attribute: one attribute "
+                + "cannot hold both the tenant and the principal; e.g. principal_attribute: auth.principal")
+            tenant.principalAttribute = nil
+        }
+
+        let usageFields = section(in: top, "usage")
+        var usage = ProxyConfiguration.Usage()
+        if let value = boolean(usageFields, "count_items") { usage.countItems = value }
 
         let logFields = section(in: top, "log")
         var log = ProxyConfiguration.Log()
@@ -157,6 +177,7 @@ struct ConfigurationReader {
             admin: admin, limits: limits)
         configuration.reload = reload
         configuration.shutdown = shutdown
+        configuration.usage = usage
         return configuration
     }
 
@@ -463,6 +484,17 @@ struct ConfigurationReader {
         }
         report(fields.key(name), "\(quote(text)) is not supported: use \"1.2\" (the default) or \"1.3\"; "
             + "TLS 1.0 and 1.1 are not offered")
+        return nil
+    }
+
+    /// A problem with a Resource attribute key the proxy sets, or nil when it is usable: 1 to 255 bytes of
+    /// printable UTF-8 without spaces, as OpenTelemetry attribute names are written.
+    static func attributeKeyProblem(_ key: String) -> String? {
+        if key.isEmpty { return "must not be empty; e.g. tenant.id" }
+        if key.utf8.count > 255 { return "is longer than 255 bytes; use a short name such as tenant.id" }
+        if key.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+            return "\(quote(key)) contains spaces or control characters; e.g. tenant.id"
+        }
         return nil
     }
 

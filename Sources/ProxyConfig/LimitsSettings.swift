@@ -20,14 +20,18 @@ extension ProxyConfiguration {
                 public var requestsPerSecond: Double
                 /// Key `bytes_per_second`: request body bytes a tenant may send per second.
                 public var bytesPerSecond: Double
+                /// Key `items_per_second`: spans, data points, log records or profiles a tenant may send per
+                /// second (the proxy then reads payloads).
+                public var itemsPerSecond: Double
 
-                public init(requestsPerSecond: Double = 0, bytesPerSecond: Double = 0) {
+                public init(requestsPerSecond: Double = 0, bytesPerSecond: Double = 0, itemsPerSecond: Double = 0) {
                     self.requestsPerSecond = requestsPerSecond
                     self.bytesPerSecond = bytesPerSecond
+                    self.itemsPerSecond = itemsPerSecond
                 }
 
-                /// Both rates unlimited.
-                public var isUnlimited: Bool { requestsPerSecond == 0 && bytesPerSecond == 0 }
+                /// Every rate unlimited.
+                public var isUnlimited: Bool { requestsPerSecond == 0 && bytesPerSecond == 0 && itemsPerSecond == 0 }
             }
 
             /// Keys `requests_per_second` and `bytes_per_second`: every tenant without an override.
@@ -46,6 +50,11 @@ extension ProxyConfiguration {
             /// The rates that apply to `tenant`.
             public func rates(for tenant: String) -> Rates {
                 overrides[tenant] ?? defaults
+            }
+
+            /// Some tenant has an item rate.
+            public var limitsItems: Bool {
+                defaults.itemsPerSecond > 0 || overrides.values.contains { $0.itemsPerSecond > 0 }
             }
 
             /// No tenant has any limit: the limiter can be skipped.
@@ -99,6 +108,7 @@ extension ConfigurationReader {
         if let value = sizeOrZero(rateFields, "bytes_per_second", example: "5MiB") {
             tenantRate.defaults.bytesPerSecond = Double(value)
         }
+        if let value = rate(rateFields, "items_per_second", example: "10000") { tenantRate.defaults.itemsPerSecond = value }
         if let value = duration(rateFields, "burst_seconds", example: "2") { tenantRate.burstSeconds = value }
         tenantRate.overrides = readRateOverrides(rateFields, defaults: tenantRate.defaults)
         limits.tenantRate = tenantRate
@@ -125,7 +135,7 @@ extension ConfigurationReader {
             }
             let entryPath = "\(key).\(tenant)"
             if Self.isNull(value) || value.mapping?.isEmpty == true {
-                report(entryPath, "has no rates: set requests_per_second and/or bytes_per_second, "
+                report(entryPath, "has no rates: set requests_per_second, bytes_per_second or items_per_second, "
                     + "e.g. \(tenant): { requests_per_second: 50 }, or remove the tenant")
                 continue
             }
@@ -134,6 +144,7 @@ extension ConfigurationReader {
             var rates = defaults
             if let value = rate(entry, "requests_per_second", example: "50") { rates.requestsPerSecond = value }
             if let value = sizeOrZero(entry, "bytes_per_second", example: "5MiB") { rates.bytesPerSecond = Double(value) }
+            if let value = rate(entry, "items_per_second", example: "20000") { rates.itemsPerSecond = value }
             overrides[tenant] = rates
         }
         return overrides

@@ -375,10 +375,32 @@ public struct ProxyConfiguration: Sendable, Equatable {
         /// Key `default`: the tenant for principals that get none from the principal table or their
         /// credential; nil refuses them (403).
         public var defaultTenant: String?
+        /// Key `resource_attribute`: the Resource attribute (e.g. `tenant.id`) set to the tenant on every
+        /// Resource of every accepted payload, replacing any the client sent; nil (the default) leaves
+        /// payloads alone.
+        public var resourceAttribute: String?
+        /// Key `principal_attribute`: the same for the authenticated principal's name.
+        public var principalAttribute: String?
 
-        public init(header: String = defaultHeader, defaultTenant: String? = nil) {
+        public init(
+            header: String = defaultHeader, defaultTenant: String? = nil, resourceAttribute: String? = nil,
+            principalAttribute: String? = nil
+        ) {
             self.header = header
             self.defaultTenant = defaultTenant
+            self.resourceAttribute = resourceAttribute
+            self.principalAttribute = principalAttribute
+        }
+    }
+
+    /// What the proxy counts per tenant (key `usage`).
+    public struct Usage: Sendable, Equatable {
+        /// Key `count_items`: read every payload to count its spans, data points, log records or
+        /// profiles per tenant, even when nothing else needs the payload read.
+        public var countItems: Bool
+
+        public init(countItems: Bool = false) {
+            self.countItems = countItems
         }
     }
 
@@ -429,6 +451,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var upstream: Upstream
     public var auth: Auth
     public var tenant: Tenant
+    /// Key `usage`.
+    public var usage = Usage()
     public var log: Log
     public var admin: Admin
     /// Key `limits`: connections, handshakes, buffered bytes and per-tenant rates.
@@ -439,6 +463,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var shutdown = Shutdown()
     /// The file the configuration was loaded from (absolute), or nil when parsed from text.
     public var sourceFile: String?
+
+    /// Whether the proxy reads request payloads: to set a Resource attribute, to count items, or to
+    /// charge an item rate. Otherwise bodies pass through untouched.
+    public var readsPayloads: Bool {
+        tenant.resourceAttribute != nil || tenant.principalAttribute != nil || usage.countItems
+            || limits.tenantRate.limitsItems
+    }
 
     public init(
         grpc: GRPC = GRPC(),

@@ -73,6 +73,8 @@ public struct AccessLog: Sendable {
         fields.append(("outcome", .string(record.outcome)))
         fields.append(("bytes_in", .number(record.bytesIn)))
         fields.append(("bytes_out", .number(record.bytesOut)))
+        if let items = record.items { fields.append(("items", .number(items))) }
+        if let decoded = record.bytesDecoded { fields.append(("bytes_decoded", .number(decoded))) }
         let (seconds, attoseconds) = record.duration.components
         let milliseconds = Double(seconds) * 1000 + Double(attoseconds) / 1e15
         fields.append(("duration_ms", .decimal((milliseconds * 1000).rounded() / 1000)))

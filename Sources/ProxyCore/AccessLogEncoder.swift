@@ -28,6 +28,8 @@ enum AccessLogEncoder {
             line.string("outcome", record.outcome)
             line.number("bytes_in", record.bytesIn)
             line.number("bytes_out", record.bytesOut)
+            if let items = record.items { line.number("items", items) }
+            if let decoded = record.bytesDecoded { line.number("bytes_decoded", decoded) }
             line.key("duration_ms")
             appendMilliseconds(record.duration, to: &line.bytes)
             if let peer = record.peer { line.string("peer", peer) }

@@ -79,6 +79,8 @@ struct Exchange {
         case authenticating
         /// Authenticated; the tenant's rates are asked.
         case admitting
+        /// Admitted; the payload the proxy reads is still arriving.
+        case reading
         /// Admitted; an upstream connection or stream is being acquired.
         case connecting
         /// The request goes to the receiver and its response comes back.
@@ -116,6 +118,8 @@ struct Exchange {
     private var authority = ""
     private var decision: AuthDecision?
     private var requestScanner: GRPCMessageScanner?
+    /// The payload being collected, when the runtime reads payloads.
+    private var reader: PayloadReader?
     /// Follows the gRPC response messages relayed so far, to know whether the client holds only whole
     /// messages when the receiver goes away mid-response.
     private var responseScanner = GRPCMessageScanner(maxMessageSize: .max)
@@ -226,6 +230,15 @@ struct Exchange {
             authority = head.authority ?? facts.host ?? defaultAuthority.http
         }
         if overloaded { return .reply(localReply(.shed, close: false)) }
+        if runtime.payloads.reads, let route {
+            switch PayloadReader.make(
+                signal: route.signal, isGRPC: grpc, contentType: facts.contentType, contentEncodings: facts.contentEncodings,
+                grpcEncoding: facts.grpcEncoding, limit: grpc ? limits.maxRecvMsgSize : limits.maxRequestBodySize)
+            {
+            case .success(let made): reader = made
+            case .failure(let refusal): return .reply(localReply(.payloadRefused(refusal), close: false))
+            }
+        }
         self.head = head
         phase = .authenticating
         return .authenticate(
@@ -271,7 +284,24 @@ struct Exchange {
         case reply(ExchangeReply)
         /// Acquire an upstream for this request head, then call `upstreamAttached` or `upstreamFailed`.
         case acquire(UpstreamRequest)
+        /// The payload is read: acquire an upstream for this head and send it this whole body.
+        case send(PayloadSend)
+        /// Admitted; the payload the proxy reads has not all arrived (`requestBody` decides).
+        case awaitBody
         case ignore
+    }
+
+    private enum PayloadOutcome {
+        case send(PayloadSend)
+        case reply(ExchangeReply)
+    }
+
+    /// A read payload on its way upstream: the head, the whole body, and the items to charge.
+    struct PayloadSend {
+        var request: UpstreamRequest
+        var body: ByteBuffer
+        var tenant: String
+        var items: Int
     }
 
     mutating func admission(_ admission: TenantAdmission) -> AdmittedAction {
@@ -280,6 +310,14 @@ struct Exchange {
             return .reply(localReply(.rateLimited(retryAfter: retryAfter), close: expectsContinue && !requestComplete))
         }
         admittedTenant = decision.tenant
+        if reader != nil {
+            phase = .reading
+            guard requestComplete else { return .awaitBody }
+            switch readPayload() {
+            case .send(let send): return .send(send)
+            case .reply(let reply): return .reply(reply)
+            }
+        }
         phase = .connecting
         self.head = nil
         logger.debug(
@@ -296,6 +334,11 @@ struct Exchange {
     enum BodyAction {
         /// Send it on (or keep it for the upstream being acquired).
         case forward
+        /// The exchange keeps it (it reads the payload); the front may give flow control back once
+        /// the request is admitted (`phase == .reading`).
+        case held
+        /// The payload is read: acquire an upstream and send it this whole body.
+        case send(PayloadSend)
         /// The exchange is over: drop it (give the window back).
         case drop
         case end(ExchangeEnd)
@@ -313,7 +356,41 @@ struct Exchange {
         } else if bodyBytes > runtime.limits.maxRequestBodySize {
             return .end(refuse(.bodyTooLarge, close: true))
         }
-        return .forward
+        guard reader != nil else { return .forward }
+        reader!.append(data)
+        guard endStream, phase == .reading else { return .held }
+        switch readPayload() {
+        case .send(let send): return .send(send)
+        case .reply(let reply): return .end(.reply(reply))
+        }
+    }
+
+    /// Reads the whole payload of an admitted request: decompresses, checks and counts it, sets the
+    /// Resource attributes, and builds the upstream head for what goes upstream.
+    private mutating func readPayload() -> PayloadOutcome {
+        guard let reader, let decision, let head, let route else {
+            preconditionFailure("a payload is read once the request is admitted")
+        }
+        self.reader = nil
+        self.head = nil
+        let attributes = runtime.payloads.attributes(tenant: decision.tenant, principal: decision.principal.name)
+        let read: PayloadReader.Read
+        switch reader.read(setting: attributes) {
+        case .success(let done): read = done
+        case .failure(let refusal):
+            logger.info(
+                "payload refused",
+                metadata: ["signal": "\(route.signal.rawValue)", "tenant": "\(decision.tenant)", "reason": "\(refusal)"])
+            return .reply(localReply(.payloadRefused(refusal), close: false))
+        }
+        log.payloadRead(items: read.items, decodedBytes: read.decodedBytes)
+        phase = .connecting
+        let body = read.body ?? reader.collected
+        if read.body != nil && !isGRPC { declaredLength = body.readableBytes }
+        let request = runtime.headerPolicy.upstreamRequest(
+            route, head: head, authority: authority, tenant: decision.tenant, extra: decision.headers,
+            declaresLength: declaredLength != nil, rewrittenLength: read.body?.readableBytes)
+        return .send(PayloadSend(request: request, body: body, tenant: decision.tenant, items: read.items))
     }
 
     // MARK: Upstream

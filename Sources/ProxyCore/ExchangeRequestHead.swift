@@ -85,6 +85,10 @@ struct RequestHeadFacts {
     var hosts = 0
     var host: String?
     var grpcTimeout: String?
+    /// Every `Content-Encoding` value, in order.
+    var contentEncodings: [String] = []
+    /// The last `grpc-encoding`.
+    var grpcEncoding: String?
     /// Regular fields in the head.
     var count = 0
     /// The size of the request line and header section as sent (name, ": ", value, CRLF per field).
@@ -135,6 +139,10 @@ struct RequestHeadFacts {
             authorization.append(value)
         case "grpc-timeout":
             grpcTimeout = value
+        case "grpc-encoding":
+            grpcEncoding = value
+        case "content-encoding":
+            contentEncodings.append(value)
         case "upgrade":
             upgrade = true
         case "transfer-encoding":
@@ -168,6 +176,8 @@ struct RequestHeadFacts {
             authorization.append(value)
         case 12 where Self.equalsLowercased(name, "grpc-timeout"):
             grpcTimeout = value
+        case 16 where Self.equalsLowercased(name, "content-encoding"):
+            contentEncodings.append(value)
         default:
             break
         }

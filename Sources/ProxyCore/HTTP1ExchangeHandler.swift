@@ -33,6 +33,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         /// Admitted; waiting for an upstream connection. Body parts that arrive meanwhile queue here
         /// (bounded: reads are held in this state).
         case connecting(head: HTTPRequestHead, pending: [ByteBuffer])
+        /// Admitted; the exchange collects the payload it reads until the request ends (reads flow:
+        /// the exchange bounds the body).
+        case reading
         /// Relaying to and from the receiver.
         case forwarding(UpstreamHTTP1Relay)
         /// The connection is closing; everything that arrives is dropped.
@@ -99,7 +102,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     /// request and waits in `queue`.
     private var awaitsResponse: Bool {
         switch state {
-        case .authenticating, .connecting: return requestComplete
+        case .authenticating, .connecting, .reading: return requestComplete
         case .forwarding: return requestComplete && !core.responseComplete
         case .idle, .discarding, .closing: return false
         }
@@ -282,19 +285,45 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
             case .reply(let reply):
                 send(reply, context: context)
             case .acquire(.http1(let upstreamHead)):
-                if core.expectsContinue && !requestComplete {
-                    context.writeAndFlush(
-                        wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
-                }
+                sendContinueIfExpected(context: context)
                 state = .connecting(head: upstreamHead, pending: pending)
                 updateReadHold(context: context)
                 pool.acquire { [self] result in
                     upstreamAcquired(result)
                 }
+            case .awaitBody:
+                sendContinueIfExpected(context: context)
+                state = .reading
+                updateReadHold(context: context)
+            case .send(let payload):
+                send(payload, context: context)
             case .acquire(.h2c):
                 // HTTP/1.1 carries no gRPC: the exchange never routes one there.
                 closeNow(context: context)
             }
+        }
+    }
+
+    private func sendContinueIfExpected(context: ChannelHandlerContext) {
+        guard core.expectsContinue && !requestComplete else { return }
+        context.writeAndFlush(
+            wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
+    }
+
+    /// The exchange read the payload: it goes upstream whole once a connection is had.
+    private func send(_ payload: Exchange.PayloadSend, context: ChannelHandlerContext) {
+        guard case .http1(let upstreamHead) = payload.request else {
+            // HTTP/1.1 carries no gRPC: the exchange never routes one there.
+            closeNow(context: context)
+            return
+        }
+        services.chargeTenantItems(tenant: payload.tenant, items: payload.items, runtime: core.runtime)
+        held.releaseAll()
+        held.add(payload.body.readableBytes)
+        state = .connecting(head: upstreamHead, pending: [payload.body])
+        updateReadHold(context: context)
+        pool.acquire { [self] result in
+            upstreamAcquired(result)
         }
     }
 
@@ -315,6 +344,10 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
             }
         case .end(let ending):
             self.end(ending, context: context)
+        case .held:
+            held.add(buffer.readableBytes)
+        case .send(let payload):
+            send(payload, context: context)
         case .forward:
             switch state {
             case .authenticating(var pending):
@@ -332,7 +365,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
             case .forwarding(let relay):
                 relay.send(buffer, end: end, flush: end)
                 if end { startResponseTimer(context: context) }
-            case .idle, .discarding, .closing:
+            case .idle, .discarding, .closing, .reading:
                 break
             }
         }
@@ -591,7 +624,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         switch state {
         case .authenticating, .connecting: stateHolds = true
         case .forwarding(let relay): stateHolds = !relay.isWritable
-        case .idle, .discarding, .closing: stateHolds = false
+        case .idle, .discarding, .closing, .reading: stateHolds = false
         }
         readsHeld = stateHolds || !queue.isEmpty
         if !readsHeld && pendingRead {

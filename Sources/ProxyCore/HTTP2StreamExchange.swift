@@ -36,6 +36,13 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
     /// Request bytes written to an HTTP/1.1 receiver that is not writable: consumed when it is.
     private var unconsumed = 0
     private var streamCounted = true
+    /// Payload bytes the exchange holds (it reads payloads) whose window is not given back yet: they
+    /// are, once the request is admitted, so a client can send a body larger than its window.
+    private var payloadUnconsumed = 0
+    /// Payload bytes the exchange holds past their window, counted towards `limits.max_buffered_bytes`.
+    private var payloadHeld: HeldBytes
+    /// The payload went upstream whole, its window already given back: sent DATA consumes nothing more.
+    private var payloadSent = false
 
     init(streamID: Int32, connection: HTTP2ServerConnection) {
         self.streamID = streamID
@@ -49,6 +56,7 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
             peerCertificate: connection.peerCertificate,
             defaultAuthority: (grpc: connection.pools.grpcAuthority, http: connection.pools.httpAuthority),
             recorder: connection.services.metrics, logger: connection.logger)
+        self.payloadHeld = HeldBytes(gauge: connection.services.limits.buffered)
         services.metrics.streamOpened()
     }
 
@@ -101,10 +109,12 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
                 return
             case .reply(let reply):
                 end(.reply(reply))
-            case .acquire(.h2c(let fields)):
-                pools.grpc(on: eventLoop).acquire { [self] result in grpcUpstreamAcquired(result, fields: fields) }
-            case .acquire(.http1(let head)):
-                pools.http(on: eventLoop).acquire { [self] result in httpUpstreamAcquired(result, head: head) }
+            case .acquire(let request):
+                acquire(request)
+            case .awaitBody:
+                consumePayloadWindow()
+            case .send(let payload):
+                send(payload)
             }
         }
     }
@@ -113,6 +123,12 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
         let size = data.readableBytes
         if let tenant = core.admittedTenant { services.chargeTenantBody(tenant: tenant, bytes: size, runtime: core.runtime) }
         switch core.requestBody(data, endStream: endStream) {
+        case .held:
+            payloadUnconsumed += size
+            if core.phase == .reading { consumePayloadWindow() }
+        case .send(let payload):
+            payloadUnconsumed += size
+            send(payload)
         case .drop:
             connection.consume(streamID, bytes: size)
         case .end(let end):
@@ -132,6 +148,33 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
                 connection.consume(streamID, bytes: size)
             }
         }
+    }
+
+    private func acquire(_ request: UpstreamRequest) {
+        switch request {
+        case .h2c(let fields):
+            pools.grpc(on: eventLoop).acquire { [self] result in grpcUpstreamAcquired(result, fields: fields) }
+        case .http1(let head):
+            pools.http(on: eventLoop).acquire { [self] result in httpUpstreamAcquired(result, head: head) }
+        }
+    }
+
+    /// Gives the window of the payload held so far back to the client: the request is admitted, and
+    /// the body is bounded by the exchange's limits from here on.
+    private func consumePayloadWindow() {
+        guard payloadUnconsumed > 0 else { return }
+        connection.consume(streamID, bytes: payloadUnconsumed)
+        payloadHeld.add(payloadUnconsumed)
+        payloadUnconsumed = 0
+    }
+
+    /// The exchange read the payload: it goes upstream whole, as one DATA / body write that ends the request.
+    private func send(_ payload: Exchange.PayloadSend) {
+        consumePayloadWindow()
+        payloadSent = true
+        services.chargeTenantItems(tenant: payload.tenant, items: payload.items, runtime: core.runtime)
+        upstream = .connecting(pending: [(payload.body, true)])
+        acquire(payload.request)
     }
 
     /// The client took `bytes` of response DATA: give the receiver's window back by as much.
@@ -227,6 +270,10 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
     }
 
     func upstreamDataSent(bytes: Int) {
+        if payloadSent {
+            payloadHeld.release(bytes)
+            return
+        }
         connection.consume(streamID, bytes: bytes)
     }
 
@@ -266,6 +313,10 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
         let size = data.readableBytes
         relay.send(data, end: endStream, flush: flush)
         if endStream { startResponseTimer() }
+        if payloadSent {
+            payloadHeld.releaseAll()
+            return
+        }
         if relay.isWritable {
             connection.consume(streamID, bytes: size + unconsumed)
             unconsumed = 0
@@ -352,9 +403,16 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
 
     /// Gives up whatever upstream work was started; queued request DATA is consumed and dropped.
     private func dropUpstream() {
+        payloadHeld.releaseAll()
+        if payloadUnconsumed > 0 {
+            connection.consume(streamID, bytes: payloadUnconsumed)
+            payloadUnconsumed = 0
+        }
         switch upstream {
         case .connecting(let pending):
-            for (data, _) in pending { connection.consume(streamID, bytes: data.readableBytes) }
+            if !payloadSent {
+                for (data, _) in pending { connection.consume(streamID, bytes: data.readableBytes) }
+            }
         case .h2c(let upstream, let upstreamStreamID):
             upstream.resetStream(upstreamStreamID, errorCode: .cancel)
         case .h1(let relay):

@@ -44,6 +44,7 @@ struct TokenBucket: Sendable, Equatable {
 enum RateLimitKind: String, Sendable {
     case requests
     case bytes
+    case items
 }
 
 /// What the rate limiter decided for one request.
@@ -53,7 +54,7 @@ enum RateDecision: Equatable, Sendable {
     case limited(RateLimitKind, retryAfter: Duration)
 }
 
-/// Per-tenant token buckets for requests per second and request body bytes per second, shared by
+/// Per-tenant token buckets for requests, request body bytes and payload items per second, shared by
 /// every connection and kept across reloads (the policy comes with each call, from the runtime the
 /// connection started with).
 ///
@@ -65,6 +66,7 @@ final class TenantRateLimiter: Sendable {
     private struct Buckets: Sendable {
         var requests: TokenBucket?
         var bytes: TokenBucket?
+        var items: TokenBucket?
     }
 
     private static let shardCount = 16
@@ -86,13 +88,15 @@ final class TenantRateLimiter: Sendable {
             + rate * Double(policy.burstSeconds.components.attoseconds) / 1e18, minimum)
     }
 
-    /// Admits a request of `tenant` when it has a request token and its byte bucket is not in debt;
-    /// takes the request token. `now` is monotonic nanoseconds.
+    /// Admits a request of `tenant` when it has a request token and neither its byte nor its item bucket
+    /// is in debt; takes the request token. `now` is monotonic nanoseconds. Items, like bytes, are
+    /// charged once known (`charge(tenant:items:)`), so one large payload leaves the tenant in debt.
     func admit(tenant: String, policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) -> RateDecision {
         let rates = policy.rates(for: tenant)
         guard !rates.isUnlimited else { return .admitted }
         let requestCapacity = Self.capacity(rate: rates.requestsPerSecond, policy: policy, minimum: 1)
         let byteCapacity = Self.capacity(rate: rates.bytesPerSecond, policy: policy, minimum: 1)
+        let itemCapacity = Self.capacity(rate: rates.itemsPerSecond, policy: policy, minimum: 1)
         return shard(tenant).withLockedValue { buckets in
             var entry = buckets[tenant] ?? Buckets()
             defer {
@@ -107,6 +111,15 @@ final class TenantRateLimiter: Sendable {
                 if bytes.tokens <= 0 {
                     let wait = bytes.wait(until: min(1, byteCapacity), rate: rates.bytesPerSecond)
                     return .limited(.bytes, retryAfter: max(wait, .milliseconds(1)))
+                }
+            }
+            if rates.itemsPerSecond > 0 {
+                var items = entry.items ?? TokenBucket(capacity: itemCapacity, now: now)
+                items.refill(rate: rates.itemsPerSecond, capacity: itemCapacity, now: now)
+                entry.items = items
+                if items.tokens <= 0 {
+                    let wait = items.wait(until: min(1, itemCapacity), rate: rates.itemsPerSecond)
+                    return .limited(.items, retryAfter: max(wait, .milliseconds(1)))
                 }
             }
             if rates.requestsPerSecond > 0 {
@@ -138,6 +151,22 @@ final class TenantRateLimiter: Sendable {
         }
     }
 
+    /// Charges the items of an admitted request's payload to `tenant`'s item bucket (no-op when its items
+    /// are unlimited).
+    func charge(tenant: String, items: Int, policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) {
+        let rate = policy.rates(for: tenant).itemsPerSecond
+        guard rate > 0, items > 0 else { return }
+        let capacity = Self.capacity(rate: rate, policy: policy, minimum: 1)
+        shard(tenant).withLockedValue { buckets in
+            var entry = buckets[tenant] ?? Buckets()
+            var bucket = entry.items ?? TokenBucket(capacity: capacity, now: now)
+            bucket.refill(rate: rate, capacity: capacity, now: now)
+            bucket.take(Double(items))
+            entry.items = bucket
+            buckets[tenant] = entry
+        }
+    }
+
     /// Drops the buckets that are full again: forgetting them changes nothing.
     private static func prune(_ buckets: inout [String: Buckets], policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) {
         for (tenant, var entry) in buckets {
@@ -154,6 +183,12 @@ final class TenantRateLimiter: Sendable {
                 bucket.refill(rate: rates.bytesPerSecond, capacity: capacity, now: now)
                 full = full && bucket.tokens >= capacity
                 entry.bytes = bucket
+            }
+            if var bucket = entry.items {
+                let capacity = capacity(rate: rates.itemsPerSecond, policy: policy, minimum: 1)
+                bucket.refill(rate: rates.itemsPerSecond, capacity: capacity, now: now)
+                full = full && bucket.tokens >= capacity
+                entry.items = bucket
             }
             if full { buckets.removeValue(forKey: tenant) }
         }
@@ -319,6 +354,13 @@ extension ProxyServices {
                 metadata: ["tenant": "\(tenant)", "limit": "\(kind.rawValue)", "retry_after": "\(retryAfter)"])
             return .limited(retryAfter: retryAfter)
         }
+    }
+
+    /// Charges the items of an admitted request's payload to its tenant's item budget.
+    func chargeTenantItems(tenant: String, items: Int, runtime: ProxyRuntime) {
+        let policy = runtime.limits.tenantRate
+        guard policy.limitsItems else { return }
+        limits.tenantRates.charge(tenant: tenant, items: items, policy: policy, now: NIODeadline.now().uptimeNanoseconds)
     }
 
     /// Charges request body bytes of an admitted request to its tenant's byte budget.

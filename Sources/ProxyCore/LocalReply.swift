@@ -130,6 +130,20 @@ extension LocalReply {
     static let messageTooLarge = LocalReply(
         status: .payloadTooLarge, rpcCode: Code.resourceExhausted, message: "message larger than max_recv_msg_size")
 
+    /// A payload the proxy reads and cannot: 415 / UNIMPLEMENTED for a coding or media type it does not
+    /// read, 413 / RESOURCE_EXHAUSTED when it would decompress past the limit, 400 / INVALID_ARGUMENT
+    /// when it is corrupt or not an export request. The message says which, never with payload bytes.
+    static func payloadRefused(_ refusal: PayloadRefusal) -> LocalReply {
+        switch refusal {
+        case .unsupportedCoding, .unsupportedMediaType:
+            return LocalReply(status: .unsupportedMediaType, rpcCode: Code.unimplemented, message: refusal.description)
+        case .tooLarge:
+            return LocalReply(status: .payloadTooLarge, rpcCode: Code.resourceExhausted, message: refusal.description)
+        case .invalid:
+            return LocalReply(status: .badRequest, rpcCode: Code.invalidArgument, message: refusal.description)
+        }
+    }
+
     /// The same reply as a gRPC trailers-only response; google.rpc codes are gRPC status codes.
     var grpcTrailersOnly: [HTTP2HeaderField] {
         GRPC.trailersOnly(code: rpcCode, message: message)

@@ -25,6 +25,10 @@ public struct RequestRecord: Sendable {
     public var bytesIn: Int
     /// Response body bytes sent to the client.
     public var bytesOut: Int
+    /// Spans, data points, log records or profiles in the payload, when the proxy read it.
+    public var items: Int?
+    /// The payload's size decompressed, when the proxy read it.
+    public var bytesDecoded: Int?
     public var duration: Duration
     public var peer: String?
 

@@ -42,6 +42,8 @@ public final class ProxyRuntime: Sendable {
     let authenticator: Authenticator
     let headerPolicy: HeaderPolicy
     let limits: Limits
+    /// Whether request payloads are read, and the Resource attributes set in them.
+    let payloads: PayloadPolicy
     /// JWT providers whose keys come from the network (`jwks_url` or discovery), for the refresher.
     let remoteKeySources: [RemoteKeySource]
 
@@ -120,6 +122,7 @@ public final class ProxyRuntime: Sendable {
             tenantHeader: configuration.tenant.header,
             forwardAuthorization: configuration.auth.forwardAuthorization,
             ownedHeaders: authenticator.ownedHeaders)
+        self.payloads = PayloadPolicy(configuration)
         self.limits = Limits(
             maxRequestBodySize: configuration.http.maxRequestBodySize,
             maxRecvMsgSize: configuration.grpc.maxRecvMsgSize,

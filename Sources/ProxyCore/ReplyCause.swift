@@ -23,6 +23,8 @@ enum ReplyCause: Equatable, Sendable {
     case rateLimited(retryAfter: Duration)
     case upstreamUnavailable(UpstreamFailure)
     case upstreamTimeout
+    /// A payload the proxy reads could not be read (coding, media type, size or content).
+    case payloadRefused(PayloadRefusal)
 
     /// What made a request malformed, for the log line's reason.
     enum Malformed: String, Sendable {
@@ -53,6 +55,7 @@ enum ReplyCause: Equatable, Sendable {
         case .rateLimited: return "rate_limited"
         case .upstreamUnavailable(let failure): return "upstream_\(failure.rawValue)"
         case .upstreamTimeout: return "upstream_timeout"
+        case .payloadRefused(let refusal): return refusal.reason
         }
     }
 
@@ -83,6 +86,7 @@ enum ReplyCause: Equatable, Sendable {
         case .rateLimited(let retryAfter): return .rateLimited(retryAfter: retryAfter)
         case .upstreamUnavailable: return .upstreamUnavailable
         case .upstreamTimeout: return .upstreamTimeout
+        case .payloadRefused(let refusal): return .payloadRefused(refusal)
         }
     }
 }

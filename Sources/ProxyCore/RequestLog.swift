@@ -50,6 +50,12 @@ struct RequestLog {
         if let status { record.grpcStatus = status }
     }
 
+    /// The proxy read the payload: its items and decompressed size.
+    mutating func payloadRead(items: Int, decodedBytes: Int) {
+        record.items = items
+        record.bytesDecoded = decodedBytes
+    }
+
     mutating func sent(_ bytes: Int) {
         record.bytesOut += bytes
     }

@@ -36,30 +36,35 @@ extension HeaderPolicy {
     ///   credential's extra headers are added.
     /// - An HTTP/2 request that ended with its head and declared no length gets `content-length: 0`,
     ///   so the HTTP/1.1 receiver sees an unambiguous empty body.
+    /// - A payload the proxy rewrote (`rewrittenLength`) goes uncompressed: the client's
+    ///   `content-encoding`, `grpc-encoding` and `content-length` are dropped, and the OTLP/HTTP
+    ///   receiver gets the new `content-length`.
     func upstreamRequest(
         _ route: ExchangeRoute, head: ExchangeRequestHead, authority: String, tenant: String,
-        extra: [(name: String, value: String)], declaresLength: Bool
+        extra: [(name: String, value: String)], declaresLength: Bool, rewrittenLength: Int? = nil
     ) -> UpstreamRequest {
         switch head.fields {
         case .http1(let headers):
             return upstreamRequest(
                 route, fields: headers.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(headers),
                 target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
-                declaresLength: declaresLength)
+                declaresLength: declaresLength, rewrittenLength: rewrittenLength)
         case .http2(let fields):
             return upstreamRequest(
                 route,
                 fields: fields.lazy.filter { $0.name.utf8.first != UInt8(ascii: ":") }.map { (name: $0.name, value: $0.value) },
                 // HTTP/2 forbids `Connection` (nghttp2 refuses such a request): nothing is nominated.
                 nominated: [], target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
-                declaresLength: declaresLength)
+                declaresLength: declaresLength, rewrittenLength: rewrittenLength)
         }
     }
 
     private func upstreamRequest(
         _ route: ExchangeRoute, fields: some Sequence<(name: String, value: String)>, nominated: Set<String>, target: String,
-        endStream: Bool, authority: String, tenant: String, extra: [(name: String, value: String)], declaresLength: Bool
+        endStream: Bool, authority: String, tenant: String, extra: [(name: String, value: String)], declaresLength: Bool,
+        rewrittenLength: Int?
     ) -> UpstreamRequest {
+        let rewritten = rewrittenLength != nil
         switch route {
         case .grpc(let signal):
             var out: [HTTP2HeaderField] = []
@@ -72,7 +77,8 @@ extension HeaderPolicy {
                 HTTP2HeaderField(name: "te", value: "trailers"),
             ]
             forwardedRequestFields(fields, nominated: nominated) { _, lower, value in
-                if lower != "host" { out.append(HTTP2HeaderField(name: lower, value: value)) }
+                if lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
+                out.append(HTTP2HeaderField(name: lower, value: value))
             }
             out.append(HTTP2HeaderField(name: tenantHeaderLowercased, value: tenant))
             for (name, value) in extra { out.append(HTTP2HeaderField(name: name.lowercased(), value: value)) }
@@ -82,14 +88,25 @@ extension HeaderPolicy {
             headers.reserveCapacity(20)
             headers.add(name: "Host", value: authority)
             forwardedRequestFields(fields, nominated: nominated) { name, lower, value in
-                if lower != "host" { headers.add(name: name, value: value) }
+                if lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
+                headers.add(name: name, value: value)
             }
             headers.add(name: tenantHeader, value: tenant)
             for (name, value) in extra { headers.add(name: name, value: value) }
-            if endStream && !declaresLength { headers.add(name: "content-length", value: "0") }
+            if let rewrittenLength {
+                headers.add(name: "content-length", value: String(rewrittenLength))
+            } else if endStream && !declaresLength {
+                headers.add(name: "content-length", value: "0")
+            }
             var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: target)
             request.headers = headers
             return .http1(request)
         }
+    }
+
+    /// The fields that describe the client's body as sent (its coding and length), which a rewritten
+    /// payload no longer matches. `lower` is lower case.
+    private static func describesPayload(_ lower: String) -> Bool {
+        lower == "content-encoding" || lower == "grpc-encoding" || lower == "content-length"
     }
 }
