@@ -133,7 +133,8 @@ let package = Package(
         .testTarget(
             name: "ProxyCoreTests",
             dependencies: [
-                "ProxyCore", "ProxyConfig", "ProxyTLS", "ProxySink", "ProxyHTTP2", "ProxyOTLP",
+                "ProxyCore", "ProxyConfig", "ProxyTLS", "ProxySink", "ProxyHTTP2", "ProxyOTLP", "OTLPFixtures",
+                "CompressionFixtures",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
