@@ -227,6 +227,7 @@ def write_proxy_config(
     upstream_timeout: str = "30s",
     min_version: str = "1.2",
     idle_timeout: str | None = None,
+    tenant: str = "header: X-Scope-OrgID",
     extra: str = "",
 ) -> Path:
     """A config with paths relative to its own directory, as users write them. `upstream_port`
@@ -245,7 +246,7 @@ http: {{ endpoint: "127.0.0.1:0", max_request_body_size: {max_request_body_size}
 tls: {{ cert_file: {cert}, key_file: {key}, min_version: "{min_version}" }}
 upstream: {{ grpc: "127.0.0.1:{grpc_upstream_port}", http: "127.0.0.1:{upstream_port}", timeout: {upstream_timeout} }}
 auth: {{ bearer: {{ tokens_file: {tokens} }} }}
-tenant: {{ header: X-Scope-OrgID }}
+tenant: {{ {tenant} }}
 admin: {{ endpoint: "127.0.0.1:0" }}
 {extra}"""
     )

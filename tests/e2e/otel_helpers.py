@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 RESOURCE = Resource.create({"service.name": "otlp-auth-proxy-e2e"})
 
 
-def make_spans(count: int):
+def make_spans(count: int, resource: Resource = RESOURCE):
     """`count` finished spans (ReadableSpan), one trace."""
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=RESOURCE)
+    provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("e2e")
     with tracer.start_as_current_span("root"):
@@ -35,11 +35,11 @@ def make_spans(count: int):
     return spans
 
 
-def make_metrics():
+def make_metrics(resource: Resource = RESOURCE):
     """MetricsData with exactly 5 data points: a counter over 3 attribute sets and a histogram
     over 2. Returns (data, 5)."""
     reader = InMemoryMetricReader()
-    provider = MeterProvider(resource=RESOURCE, metric_readers=[reader])
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
     meter = provider.get_meter("e2e")
     counter = meter.create_counter("e2e.requests")
     for route in ("a", "b", "c"):
@@ -52,10 +52,10 @@ def make_metrics():
     return data, 5
 
 
-def make_logs(count: int):
+def make_logs(count: int, resource: Resource = RESOURCE):
     """`count` log records."""
     memory = InMemoryLogRecordExporter()
-    provider = LoggerProvider(resource=RESOURCE)
+    provider = LoggerProvider(resource=resource)
     provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
     logger = provider.get_logger("e2e")
     for index in range(count):
