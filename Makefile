@@ -20,7 +20,7 @@ RELEASE_FLAGS := --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked -
 	-Xlinker --symbol-ordering-file=$(CURDIR)/scripts/symbol-order.txt -Xlinker --no-warn-symbol-ordering \
 	-Xlinker -T -Xlinker $(CURDIR)/scripts/release-layout.ld
 
-.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench soak symbol-order
+.PHONY: deps build release run test test-swift test-e2e test-asan test-tsan fuzz venv clean bench bench-payloads soak symbol-order
 
 deps:
 	@scripts/install-deps.sh
@@ -71,6 +71,13 @@ bench: deps venv
 	@scripts/install-bench-deps.sh
 	$(SWIFT) build -c release $(RELEASE_FLAGS)
 	.venv/bin/python bench/bench.py
+
+## What reading payloads costs (usage.count_items, tenant.resource_attribute), 16 KiB and 256 KiB, gzip and not, gRPC and
+## HTTP/1.1, against passing them through (see docs/benchmarks.md). BENCH_PAYLOAD_REQUESTS sets the 16 KiB request count.
+bench-payloads: deps venv
+	@scripts/install-bench-deps.sh
+	$(SWIFT) build -c release $(RELEASE_FLAGS)
+	.venv/bin/python bench/payload_bench.py
 
 ## Regenerates scripts/symbol-order.txt from a release build run under callgrind (see the script).
 symbol-order: deps venv
