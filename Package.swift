@@ -67,7 +67,7 @@ let package = Package(
         .target(
             name: "ProxyAuth",
             dependencies: ["ProxySystem", "ProxyTLS", "ProxyJSON", "ProxyYAML", "ProxyOTLP", "CCrypt"]),
-        .target(name: "ProxyConfig", dependencies: ["ProxySystem", "ProxyYAML"]),
+        .target(name: "ProxyConfig", dependencies: ["ProxySystem", "ProxyYAML", "ProxyOTLP"]),
         .target(
             name: "ProxyCore",
             dependencies: [
@@ -122,7 +122,7 @@ let package = Package(
             name: "ProxyHTTP2Tests",
             dependencies: ["ProxyHTTP2", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "ProxyAuthTests", dependencies: ["ProxyAuth"]),
-        .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig"]),
+        .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyOTLP"]),
         .testTarget(
             name: "ProxySinkTests",
             dependencies: [

@@ -12,7 +12,7 @@ public struct BearerTokenEntry: Sendable, Equatable {
     public var principal: String
     public var tenant: String
     public var tokenSHA256: [UInt8]
-    /// Key `signals`: when set, requests for other signals are refused (403); nil allows all three.
+    /// Key `signals`: when set, requests for other signals are refused (403); nil allows every signal.
     public var signals: Set<OTLPSignal>?
 
     public init(principal: String, tenant: String, tokenSHA256: [UInt8], signals: Set<OTLPSignal>? = nil) {
@@ -56,7 +56,7 @@ public struct BearerTokenTable: Sendable {
     ///     tenant: team-a
     ///     token: "…"            # or
     ///     sha256: "<64 hex>"
-    ///     signals: [traces, metrics]   # optional, default all three
+    ///     signals: [traces, metrics]   # optional: traces, metrics, logs, profiles; default all
     /// ```
     public static func load(file path: String) throws(AuthConfigurationError) -> BearerTokenTable {
         let bytes: [UInt8]
@@ -110,7 +110,7 @@ public struct BearerTokenTable: Sendable {
                 if let names, let parsed, !parsed.isEmpty, parsed.count == names.count {
                     signals = Set(parsed)
                 } else {
-                    problems.append("\(at).signals: a non-empty list of traces, metrics, logs, e.g. signals: [traces, metrics]")
+                    problems.append("\(at).signals: a non-empty list of \(OTLPSignal.names("and")), e.g. signals: [traces, metrics]")
                 }
             }
             let principal = map["principal"]?.scalar.flatMap(Self.string)

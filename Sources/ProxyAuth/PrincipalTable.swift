@@ -100,7 +100,7 @@ public struct PrincipalTable: Sendable, Equatable {
         public var tenant: String?
         /// When set, the tenant (however found) must be one of these.
         public var allowedTenants: [String]?
-        /// When set, only these signals are accepted; default all three.
+        /// When set, only these signals are accepted; default every signal.
         public var signals: Set<OTLPSignal>?
 
         public init(pattern: String, tenant: String? = nil, allowedTenants: [String]? = nil, signals: Set<OTLPSignal>? = nil) {

@@ -1,4 +1,5 @@
 import ProxySystem
+import ProxyOTLP
 import ProxyYAML
 
 /// Reading and checking of the authentication keys: `tls` client certificates, `auth` and its
@@ -443,11 +444,11 @@ extension ConfigurationReader {
                     if let signal = ProxyConfiguration.Signal(rawValue: name) {
                         if !signals.contains(signal) { signals.append(signal) }
                     } else {
-                        report(entryFields.key("signals"), "\(quote(name)) is not a signal: use traces, metrics or logs")
+                        report(entryFields.key("signals"), "\(quote(name)) is not a signal: use \(OTLPSignal.names("or"))")
                     }
                 }
                 if names.isEmpty {
-                    report(entryFields.key("signals"), "must not be empty: list the signals allowed, or remove the key for all three")
+                    report(entryFields.key("signals"), "must not be empty: list the signals allowed, or remove the key for all of them")
                 }
                 entry.signals = signals
             }

@@ -1,3 +1,5 @@
+import ProxyOTLP
+
 /// The proxy's whole configuration as plain values, after defaults are applied and every rule checked.
 ///
 /// Built by `load(file:)` or `parse(yaml:directory:sourceName:)`, which either return a configuration
@@ -148,10 +150,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
         }
     }
 
-    /// The OTLP signals, as `signals:` lists name them.
-    public enum Signal: String, Sendable, Equatable, CaseIterable {
-        case traces, metrics, logs
-    }
+    /// The OTLP signals, as `signals:` lists name them: the product's one signal type.
+    public typealias Signal = OTLPSignal
 
     /// How clients prove who they are (key `auth`). Loading requires at least one method.
     public struct Auth: Sendable, Equatable {

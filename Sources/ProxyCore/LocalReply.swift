@@ -57,7 +57,7 @@ struct LocalReply: Sendable, Equatable {
 
     static let notFound = LocalReply(
         status: .notFound, rpcCode: Code.notFound,
-        message: "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs")
+        message: "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics, /v1/logs and /v1development/profiles")
     static let methodNotAllowed = LocalReply(
         status: .methodNotAllowed, rpcCode: Code.unimplemented, message: "method not allowed: use POST",
         extraHeaders: [("Allow", "POST")])

@@ -100,7 +100,7 @@ public final class ProxyRuntime: Sendable {
         let principals = PrincipalTable(entries: configuration.auth.principals.map { entry in
             PrincipalTable.Entry(
                 pattern: entry.principal, tenant: entry.tenant, allowedTenants: entry.allowedTenants,
-                signals: entry.signals.map { Set($0.compactMap { OTLPSignal(rawValue: $0.rawValue) }) })
+                signals: entry.signals.map(Set.init))
         })
         var jwt: JWTAuthenticator?
         var remote: [RemoteKeySource] = []

@@ -3,7 +3,7 @@ import ProxyAuth
 /// Why the proxy answered a request itself instead of forwarding it. One enum for both fronts: each
 /// cause maps to one `LocalReply` (status, `google.rpc.Status` code, gRPC status) and one outcome.
 enum ReplyCause: Equatable, Sendable {
-    /// An OTLP/HTTP path other than `/v1/traces`, `/v1/metrics`, `/v1/logs`.
+    /// An OTLP/HTTP path other than `/v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`.
     case unknownPath
     /// A gRPC method other than the three OTLP Export methods, or not a POST.
     case unknownMethod

@@ -50,6 +50,13 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
         self = signal
     }
 
+    /// The signal names for messages that list them: "traces, metrics, logs or profiles" with
+    /// `conjunction` "or", "traces, metrics, logs and profiles" with "and".
+    public static func names(_ conjunction: String) -> String {
+        let names = allCases.map(\.rawValue)
+        return names.dropLast().joined(separator: ", ") + " \(conjunction) " + names.last!
+    }
+
     /// The signal whose OTLP/HTTP path is exactly `path` (no query).
     public init?(httpPath path: Substring) {
         switch path {

@@ -172,7 +172,7 @@ struct SinkState {
     /// that the request gets 413 without anything more being decompressed.
     static func evaluate(_ request: SinkRequest, maxBodyBytes: Int) -> Outcome {
         guard let signal = OTLPSignal(httpPath: Substring(request.path)) else {
-            return Outcome(response: .text(404, "no such path; the sink serves POST /v1/traces, /v1/metrics, /v1/logs"))
+            return Outcome(response: .text(404, "no such path; the sink serves POST /v1/traces, /v1/metrics, /v1/logs, /v1development/profiles"))
         }
         guard request.method == "POST" else {
             return Outcome(response: .text(405, "OTLP export requests use POST", extra: [("allow", "POST")]))

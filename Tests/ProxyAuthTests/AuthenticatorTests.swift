@@ -203,6 +203,19 @@ final class AuthenticatorTests: XCTestCase {
         XCTAssertTrue(AuthFailure.signalNotAllowed.isForbidden)
     }
 
+    func testSignals_Profiles_OnlyForPrincipalsThatListIt() {
+        let profiler = Authenticator.make(
+            bearer: Self.tokens, principals: [.init(pattern: "token:ci-runner", signals: [.profiles])])
+        XCTAssertEqual(try profiler.authenticate(authorization: [ci], signal: .profiles).get().tenant, "team-ci")
+        XCTAssertEqual(profiler.authenticate(authorization: [ci], signal: .traces), .failure(.signalNotAllowed))
+        let threeSignals = Authenticator.make(
+            bearer: Self.tokens, principals: [.init(pattern: "token:ci-runner", signals: [.traces, .metrics, .logs])])
+        XCTAssertNoThrow(try threeSignals.authenticate(authorization: [ci], signal: .logs).get())
+        XCTAssertEqual(threeSignals.authenticate(authorization: [ci], signal: .profiles), .failure(.signalNotAllowed))
+        // Without a signals list every signal passes, profiles included.
+        XCTAssertNoThrow(try Authenticator.make(bearer: Self.tokens).authenticate(authorization: [ci], signal: .profiles).get())
+    }
+
     func testSignals_TokenEntrySignalsRestrict_EvenWhenTheCertificateNamesThePrincipal() {
         let tokenOnly = Authenticator.make(bearer: Self.tokens)
         let traces = "Bearer \(Self.tracesToken)"

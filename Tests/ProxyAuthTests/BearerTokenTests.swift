@@ -107,7 +107,14 @@ final class BearerTokenTests: XCTestCase {
             """)
         XCTAssertEqual(loaded.entries.first?.signals, [.traces, .logs])
         XCTAssertNil(try table(Self.tokensFile).entries.first?.signals)
-        for bad in ["[traces, profiles]", "[]", "traces"] {
+        let profiler = try table("""
+            tokens:
+              - { principal: p, tenant: t, token: "\(Self.plainToken)", signals: [profiles] }
+            """)
+        XCTAssertEqual(profiler.entries.first?.signals, [.profiles])
+        let unknown = problems("tokens:\n  - { principal: a, tenant: t, token: \"\(Self.plainToken)\", signals: [traces, events] }")
+        XCTAssertTrue(unknown.first?.contains("traces, metrics, logs and profiles") ?? false, "\(unknown)")
+        for bad in ["[traces, events]", "[]", "traces"] {
             let found = problems("tokens:\n  - { principal: a, tenant: t, token: \"\(Self.plainToken)\", signals: \(bad) }")
             XCTAssertEqual(found.count, 1, bad)
             XCTAssertTrue(found.first?.contains("tokens[0].signals:") ?? false, "\(found)")

@@ -1,4 +1,5 @@
 import Foundation
+import ProxyOTLP
 import XCTest
 @testable import ProxyConfig
 
@@ -345,8 +346,16 @@ final class AuthValidationTests: XCTestCase {
     func testPrincipals_UnknownSignal_NamesEntryAndKey() {
         let message = onlyProblem(
             "auth.principals[0].signals",
-            in: yaml(auth: "\(bearer), principals: [ { principal: \"token:x\", signals: [traces, profiles] } ]"))
-        assertContains(message, "\"profiles\" is not a signal")
+            in: yaml(auth: "\(bearer), principals: [ { principal: \"token:x\", signals: [traces, events] } ]"))
+        assertContains(message, "\"events\" is not a signal", "traces, metrics, logs or profiles")
+    }
+
+    func testPrincipals_ProfilesSignal_Accepted() throws {
+        let configuration = try XCTUnwrap(parse(yaml(auth: """
+            \(bearer), principals: [ { principal: "token:profiler", signals: [profiles] }, { principal: "token:*", signals: [traces, profiles] } ]
+            """)))
+        XCTAssertEqual(configuration.auth.principals.map(\.signals), [[.profiles], [.traces, .profiles]])
+        XCTAssertEqual(configuration.auth.principals.first?.signals?.first?.grpcPath, OTLPSignal.profiles.grpcPath)
     }
 
     func testPrincipals_InvalidTenant_Refused() {

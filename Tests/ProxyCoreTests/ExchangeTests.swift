@@ -326,6 +326,54 @@ final class ExchangeTests: XCTestCase {
         XCTAssertEqual(exchange.admittedTenant, "team-a")
     }
 
+    func testProfiles_GRPC_RoutedToTheGRPCReceiverWithItsMethod() throws {
+        var exchange = try exchange()
+        let head = Self.grpcHead(path: "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export")
+        guard case .authenticate(let credentials) = exchange.receivedHead(head, overloaded: false) else {
+            return XCTFail("expected authentication")
+        }
+        XCTAssertEqual(credentials.signal, .profiles)
+        XCTAssertEqual(exchange.route, .grpc(.profiles))
+        var forwarded = try self.exchange()
+        guard case .h2c(let fields) = admitted(&forwarded, head) else { return XCTFail("expected an h2c head") }
+        XCTAssertEqual(
+            fields.first { $0.name == ":path" }?.value,
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export")
+        XCTAssertEqual(fields.filter { $0.name == "x-scope-orgid" }.map(\.value), ["team-a"])
+    }
+
+    func testProfiles_HTTP_RoutedToTheHTTPReceiverFromBothClientProtocols() throws {
+        var h1 = try exchange(.http1(.http1_1))
+        guard case .http1(let fromH1) = admitted(&h1, Self.h1Head(target: "/v1development/profiles")) else {
+            return XCTFail("expected an HTTP/1.1 head")
+        }
+        XCTAssertEqual(fromH1.uri, "/v1development/profiles")
+        XCTAssertEqual(h1.route, .http(.profiles))
+        var h2 = try exchange()
+        guard case .http1(let fromH2) = admitted(&h2, Self.h2HTTPHead(target: "/v1development/profiles")) else {
+            return XCTFail("expected an HTTP/1.1 head")
+        }
+        XCTAssertEqual(fromH2.uri, "/v1development/profiles")
+        XCTAssertEqual(fromH2.headers["x-scope-orgid"], ["team-a"])
+        // Only the exact development path: a v1 spelling is not a signal.
+        var v1 = try exchange(.http1(.http1_1))
+        XCTAssertEqual(try XCTUnwrap(reply(v1.receivedHead(Self.h1Head(target: "/v1/profiles"), overloaded: false))).cause, .unknownPath)
+    }
+
+    func testProfiles_SignalNotAllowed_Replies403AndPermissionDenied() throws {
+        var http = try exchange(.http1(.http1_1))
+        _ = http.receivedHead(Self.h1Head(target: "/v1development/profiles"), overloaded: false)
+        guard case .reply(let forbidden) = http.credentialsDecided(.refused(.signalNotAllowed)) else { return XCTFail("expected a reply") }
+        XCTAssertEqual(forbidden.reply.status, .forbidden)
+        var grpc = try exchange()
+        _ = grpc.receivedHead(
+            Self.grpcHead(path: OTLPSignal.profiles.grpcPath), overloaded: false)
+        guard case .reply(let denied) = grpc.credentialsDecided(.refused(.signalNotAllowed)) else { return XCTFail("expected a reply") }
+        XCTAssertEqual(denied.reply.rpcCode, 7)
+        XCTAssertEqual(recorder.records.map(\.signal), ["profiles", "profiles"])
+        XCTAssertEqual(recorder.authFailures, ["policy/signal_not_allowed", "policy/signal_not_allowed"])
+    }
+
     // MARK: Body
 
     func testBody_OverLimit_RepliesTooLarge() throws {

@@ -18,10 +18,13 @@ final class GRPCTests: XCTestCase {
         XCTAssertFalse(GRPC.isGRPC(contentType: "applİcation/grpc"))
         XCTAssertFalse(GRPC.isGRPC(contentType: "application/grpc\u{301}"))
     }
-    func testRouting_OnlyTheThreeExportMethods() {
+    func testRouting_OnlyTheFourExportMethods() {
         XCTAssertEqual(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.trace.v1.TraceService/Export"), .traces)
         XCTAssertEqual(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"), .metrics)
         XCTAssertEqual(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.logs.v1.LogsService/Export"), .logs)
+        XCTAssertEqual(
+            OTLPSignal(grpcPath: "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"), .profiles)
+        XCTAssertNil(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.profiles.v1.ProfilesService/Export"))
         XCTAssertNil(OTLPSignal(grpcPath: "/opentelemetry.proto.collector.trace.v1.TraceService/Other"))
         XCTAssertNil(OTLPSignal(grpcPath: "/grpc.health.v1.Health/Check"))
         XCTAssertTrue(GRPC.isGRPC(contentType: "application/grpc"))
