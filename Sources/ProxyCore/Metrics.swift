@@ -118,26 +118,35 @@ public final class ProxyMetrics: Sendable {
         let signal = record.signal ?? "unknown"
         let outcome = RequestOutcomeKey(
             signal: signal, transport: record.transport, tenant: record.tenant ?? "", outcome: record.outcome)
-        let (requests, perSignal) = requestMetrics.withLockedValue { cache in
-            if let last = cache.last, last.key == outcome { return (last.requests, last.perSignal) }
-            let found = (cache.requests[outcome] ?? makeRequestCounter(outcome, into: &cache),
+        let (perOutcome, perSignal) = requestMetrics.withLockedValue { cache in
+            if let last = cache.last, last.key == outcome { return (last.perOutcome, last.perSignal) }
+            let found = (cache.perOutcome[outcome] ?? makePerOutcomeMetrics(outcome, into: &cache),
                          cache.perSignal[outcome.perSignal] ?? makePerSignalMetrics(outcome.perSignal, into: &cache))
             cache.last = (outcome, found.0, found.1)
             return found
         }
-        requests.increment()
+        perOutcome.requests.increment()
         perSignal.duration.record(record.duration)
-        if record.bytesIn > 0 { perSignal.received.increment(by: Int64(record.bytesIn)) }
+        if record.bytesIn > 0 { perOutcome.received.increment(by: Int64(record.bytesIn)) }
         if record.bytesOut > 0 { perSignal.sent.increment(by: Int64(record.bytesOut)) }
         let log = accessLog.withLockedValue { $0 }
         log?.write(record)
     }
 
-    private func makeRequestCounter(_ key: RequestOutcomeKey, into cache: inout RequestMetricsCache) -> Counter {
-        let made = counter(
-            "requests", help: "Requests finished, by signal, transport, tenant and outcome",
-            labels: [("signal", key.signal), ("transport", key.transport), ("tenant", key.tenant), ("outcome", key.outcome)])
-        cache.requests[key] = made
+    /// The request counter of these labels, and the received-bytes counter of the same labels without
+    /// `outcome` (the registry hands every outcome of one tenant, signal and transport the same counter).
+    private func makePerOutcomeMetrics(_ key: RequestOutcomeKey, into cache: inout RequestMetricsCache) -> PerOutcomeMetrics {
+        let made = PerOutcomeMetrics(
+            requests: counter(
+                "requests", help: "Requests finished, by signal, transport, tenant and outcome",
+                labels: [("signal", key.signal), ("transport", key.transport), ("tenant", key.tenant), ("outcome", key.outcome)]),
+            // Per tenant for usage accounting: the bytes as they came on the wire (compressed if the client
+            // compressed them). The tenant is empty until authentication, so it only ever holds a tenant the
+            // proxy authenticated, and the series stay as bounded as requests_total's.
+            received: counter(
+                "received", unit: "bytes_total", help: "Request body bytes received from clients, by signal, transport and tenant",
+                labels: [("signal", key.signal), ("transport", key.transport), ("tenant", key.tenant)]))
+        cache.perOutcome[key] = made
         return made
     }
 
@@ -148,7 +157,6 @@ public final class ProxyMetrics: Sendable {
                 descriptor: Self.descriptor(
                     "request_duration", unit: "seconds", help: "Time from request head to the end of the response"),
                 labels: labels, buckets: Self.durationBuckets),
-            received: counter("received", unit: "bytes_total", help: "Request body bytes received from clients", labels: labels),
             sent: counter("sent", unit: "bytes_total", help: "Response body bytes sent to clients", labels: labels))
         cache.perSignal[key] = made
         return made
@@ -291,22 +299,27 @@ private struct RequestOutcomeKey: Hashable {
     var perSignal: PerSignalKey { PerSignalKey(signal: signal, transport: transport) }
 }
 
-/// The labels of the duration histogram and the byte counters.
+/// The labels of the duration histogram and the sent-bytes counter.
 private struct PerSignalKey: Hashable {
     var signal: String
     var transport: String
 }
 
+/// `requests_total` of one label set, and `received_bytes_total` of its tenant, signal and transport.
+private struct PerOutcomeMetrics {
+    var requests: Counter
+    var received: Counter
+}
+
 private struct PerSignalMetrics {
     var duration: DurationHistogram
-    var received: Counter
     var sent: Counter
 }
 
 private struct RequestMetricsCache {
-    var requests: [RequestOutcomeKey: Counter] = [:]
+    var perOutcome: [RequestOutcomeKey: PerOutcomeMetrics] = [:]
     var perSignal: [PerSignalKey: PerSignalMetrics] = [:]
     /// The metrics of the previous request: consecutive requests mostly share their labels, and four
     /// string comparisons cost less than hashing them.
-    var last: (key: RequestOutcomeKey, requests: Counter, perSignal: PerSignalMetrics)?
+    var last: (key: RequestOutcomeKey, perOutcome: PerOutcomeMetrics, perSignal: PerSignalMetrics)?
 }

@@ -108,8 +108,9 @@ final class AdminServerTests: XCTestCase {
             sample(text, "otlp_auth_proxy_requests_total",
                    ["signal": "traces", "transport": "http/1.1", "tenant": "", "outcome": "refused"]), 1)
         XCTAssertEqual(sample(text, "otlp_auth_proxy_auth_failures_total", ["method": "bearer", "reason": "unknown_token"]), 1)
-        // The refused request's body arrives after its reply, so only the forwarded one counts.
-        XCTAssertEqual(sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "traces", "transport": "http/1.1"]), 10)
+        // The refused request's body arrives after its reply, so only the forwarded one counts, under its tenant.
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "traces", "transport": "http/1.1", "tenant": "team-a"]), 10)
         XCTAssertEqual(sample(text, "otlp_auth_proxy_sent_bytes_total", ["signal": "traces", "transport": "h2"]), 4)
         XCTAssertNotNil(sample(text, "otlp_auth_proxy_certificate_not_after_timestamp_seconds", ["certificate": "server"]))
         XCTAssertEqual(sample(text, "otlp_auth_proxy_open_streams"), 0)

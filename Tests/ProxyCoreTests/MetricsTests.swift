@@ -40,11 +40,14 @@ func sample(_ exposition: String, _ name: String, _ labels: [String: String] = [
 }
 
 final class MetricsTests: XCTestCase {
-    private func record(outcome: String = "forwarded", tenant: String? = "team-a") -> RequestRecord {
+    private func record(
+        outcome: String = "forwarded", tenant: String? = "team-a", signal: String = "traces", transport: String = "grpc",
+        bytesIn: Int = 120
+    ) -> RequestRecord {
         RequestRecord(
-            time: WallTime(secondsSince1970: 1_700_000_000.25), transport: "grpc", signal: "traces", tenant: tenant,
+            time: WallTime(secondsSince1970: 1_700_000_000.25), transport: transport, signal: signal, tenant: tenant,
             principal: "token:ci-runner", status: 200, grpcStatus: 0, authResult: "ok", outcome: outcome,
-            bytesIn: 120, bytesOut: 5, duration: .milliseconds(30), peer: "127.0.0.1:50000")
+            bytesIn: bytesIn, bytesOut: 5, duration: .milliseconds(30), peer: "127.0.0.1:50000")
     }
 
     func testRequestFinished_CountsBySignalTransportTenantOutcome() {
@@ -59,7 +62,10 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(
             sample(text, "otlp_auth_proxy_requests_total",
                    ["signal": "traces", "transport": "grpc", "tenant": "", "outcome": "refused"]), 1)
-        XCTAssertEqual(sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "traces", "transport": "grpc"]), 360)
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "traces", "transport": "grpc", "tenant": "team-a"]), 240)
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "traces", "transport": "grpc", "tenant": ""]), 120)
         XCTAssertEqual(sample(text, "otlp_auth_proxy_sent_bytes_total", ["signal": "traces", "transport": "grpc"]), 15)
         XCTAssertEqual(
             sample(text, "otlp_auth_proxy_request_duration_seconds_count", ["signal": "traces", "transport": "grpc"]), 3)
@@ -70,6 +76,32 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(
             sample(text, "otlp_auth_proxy_request_duration_seconds_bucket",
                    ["signal": "traces", "transport": "grpc", "le": "0.025"]), 0)
+    }
+
+    func testReceivedBytes_PerTenantAndSignal_WhateverTheOutcome() {
+        let metrics = ProxyMetrics()
+        metrics.requestFinished(record(tenant: "team-a", signal: "profiles", bytesIn: 1000))
+        metrics.requestFinished(record(outcome: "limited", tenant: "team-a", signal: "profiles", bytesIn: 24))
+        metrics.requestFinished(record(tenant: "team-b", signal: "profiles", bytesIn: 7))
+        metrics.requestFinished(record(tenant: "team-a", signal: "logs", transport: "http/1.1", bytesIn: 300))
+        metrics.requestFinished(record(outcome: "refused", tenant: nil, signal: "profiles", bytesIn: 50))
+        // A tenant whose requests had no body gets a series at zero, like its requests_total.
+        metrics.requestFinished(record(tenant: "team-c", signal: "traces", bytesIn: 0))
+        let text = metrics.exposition()
+        let received = { (tenant: String, signal: String, transport: String) in
+            sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": signal, "transport": transport, "tenant": tenant])
+        }
+        XCTAssertEqual(received("team-a", "profiles", "grpc"), 1024, "every outcome of a tenant counts, the two requests added")
+        XCTAssertEqual(received("team-b", "profiles", "grpc"), 7)
+        XCTAssertEqual(received("team-a", "logs", "http/1.1"), 300)
+        XCTAssertEqual(received("", "profiles", "grpc"), 50, "bytes of requests not authenticated carry no tenant")
+        XCTAssertEqual(received("team-c", "traces", "grpc"), 0)
+        XCTAssertEqual(
+            sample(text, "otlp_auth_proxy_requests_total",
+                   ["signal": "profiles", "transport": "grpc", "tenant": "team-a", "outcome": "limited"]), 1)
+        XCTAssertNil(
+            sample(text, "otlp_auth_proxy_received_bytes_total", ["signal": "profiles", "transport": "grpc"]),
+            "no series without the tenant label")
     }
 
     func testReloads_CountedByResult_LastSuccessTime() {
