@@ -283,11 +283,12 @@ def validate(binary: Path, config: Path) -> subprocess.CompletedProcess[str]:
 # --- requests through the proxy -------------------------------------------------------------
 
 
-SIGNAL_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+SIGNAL_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs", "profiles": "/v1development/profiles"}
 GRPC_METHODS = {
     "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    "profiles": "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
 }
 
 
@@ -312,7 +313,7 @@ def post_otlp(
 ) -> HTTPResult:
     """One OTLP/HTTP protobuf export over HTTPS/1.1 (http.client, so a header may be repeated:
     pass a list of pairs). The default body is two real spans for traces and an empty (valid)
-    request for metrics and logs."""
+    request for the other signals."""
     if body is None:
         body = trace_request(2).SerializeToString() if signal == "traces" else b""
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
@@ -350,7 +351,7 @@ def grpc_export(
     metadata: list[tuple[str, str]] | None = None,
 ) -> grpc.StatusCode:
     """One unary Export call on a fresh channel; returns its status code (OK on success). Traces
-    carry two spans; metrics and logs an empty request."""
+    carry two spans; the other signals an empty request."""
     payload = trace_request(2).SerializeToString() if signal == "traces" else b""
     channel = grpc_client_channel(proxy.grpc_port, ca_file, client)
     try:

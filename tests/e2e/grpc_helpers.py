@@ -31,6 +31,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2, profiles_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -177,14 +178,28 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+class _ProfilesService(profiles_service_pb2_grpc.ProfilesServiceServicer):
+    """Keeps every profiles request as grpcio decoded it with the official classes, and its metadata."""
+
+    def __init__(self, receiver: GrpcReceiver):
+        self._receiver = receiver
+
+    def Export(self, request, context):
+        with self._receiver.lock:
+            self._receiver.profiles_requests.append((request, list(context.invocation_metadata())))
+            self._receiver.exports += 1
+        return profiles_service_pb2.ExportProfilesServiceResponse()
+
+
 # The google.rpc.Status the "abort" receiver sends in its trailers, next to grpc-status 3.
 BAD_BATCH_DETAILS = status_pb2.Status(code=3, message="bad batch").SerializeToString()
 
 
 @dataclass
 class GrpcReceiver:
-    """A real grpcio server (h2c, insecure) implementing TraceService on 127.0.0.1:0, standing
-    in for the OpenTelemetry receiver behind the proxy. `behaviour`: "ok", "abort" (every
+    """A real grpcio server (h2c, insecure) implementing TraceService and ProfilesService on
+    127.0.0.1:0, standing in for the OpenTelemetry receiver behind the proxy (`profiles_requests`:
+    each decoded profiles request with its metadata). `behaviour`: "ok", "abort" (every
     export fails with INVALID_ARGUMENT "bad batch"), "slow" (answers after 0.2 s) or "sleep" (after
     3 s). `max_concurrent_streams` is advertised in its SETTINGS; `peers` holds the client address
     of every connection an export arrived on."""
@@ -193,6 +208,7 @@ class GrpcReceiver:
     max_concurrent_streams: int | None = None
     peers: set[str] = field(default_factory=set)
     calls: list[ReceivedCall] = field(default_factory=list)
+    profiles_requests: list = field(default_factory=list)
     spans: int = 0
     exports: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -209,6 +225,7 @@ class GrpcReceiver:
             + ([("grpc.max_concurrent_streams", self.max_concurrent_streams)] if self.max_concurrent_streams else []),
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self.server)
+        profiles_service_pb2_grpc.add_ProfilesServiceServicer_to_server(_ProfilesService(self), self.server)
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
         return self

@@ -18,6 +18,7 @@ class PolicyTokens:
     metrics_only = "me-" + secrets.token_urlsafe(24)    # principals entry signals: [metrics], tenant team-m
     fixed = "fx-" + secrets.token_urlsafe(24)           # token tenant team-a, principals entry tenant team-fixed
     limited = "li-" + secrets.token_urlsafe(24)         # token tenant team-z, principals allowed_tenants [team-y]
+    profiles_only = "pr-" + secrets.token_urlsafe(24)   # token entry signals: [profiles], tenant team-p
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def policy_proxy(binary, certs, shared_sink, tmp_path_factory):
   - {{ principal: metrics-writer, tenant: team-m, token: "{PolicyTokens.metrics_only}" }}
   - {{ principal: fixed-writer, tenant: team-a, token: "{PolicyTokens.fixed}" }}
   - {{ principal: limited-writer, tenant: team-z, token: "{PolicyTokens.limited}" }}
+  - {{ principal: profiler, tenant: team-p, token: "{PolicyTokens.profiles_only}", signals: [profiles] }}
 """
     )
     tokens_file.chmod(0o600)
@@ -64,6 +66,26 @@ def test_token_entry_signals_traces_only_metrics_403_grpc_permission_denied(prox
     assert grpc_export(proxy, ca_file, signal="logs", metadata=metadata) == grpc.StatusCode.PERMISSION_DENIED
     assert grpc_export(proxy, ca_file, signal="traces", metadata=metadata) == grpc.StatusCode.OK
     assert tenant_counts(sink) == {"team-t": 2}
+
+
+def test_profiles_need_the_signal_a_traces_principal_gets_403_and_permission_denied(proxy, sink, ca_file):
+    response = post_otlp(proxy, ca_file, headers=bearer(PolicyTokens.traces_only), signal="profiles")
+    assert response.status == 403
+    metadata = [("authorization", f"Bearer {PolicyTokens.traces_only}")]
+    assert grpc_export(proxy, ca_file, signal="profiles", metadata=metadata) == grpc.StatusCode.PERMISSION_DENIED
+    # The principals entry signals: [metrics] refuses profiles too.
+    metadata = [("authorization", f"Bearer {PolicyTokens.metrics_only}")]
+    assert grpc_export(proxy, ca_file, signal="profiles", metadata=metadata) == grpc.StatusCode.PERMISSION_DENIED
+    assert tenant_counts(sink) == {}
+
+
+def test_token_entry_signals_profiles_only(proxy, sink, ca_file):
+    assert post_otlp(proxy, ca_file, headers=bearer(PolicyTokens.profiles_only), signal="profiles").status == 200
+    metadata = [("authorization", f"Bearer {PolicyTokens.profiles_only}")]
+    assert grpc_export(proxy, ca_file, signal="profiles", metadata=metadata) == grpc.StatusCode.OK
+    assert grpc_export(proxy, ca_file, signal="traces", metadata=metadata) == grpc.StatusCode.PERMISSION_DENIED
+    assert post_otlp(proxy, ca_file, headers=bearer(PolicyTokens.profiles_only), signal="logs").status == 403
+    assert tenant_counts(sink) == {"team-p": 2}
 
 
 def test_principals_entry_signals_metrics_only_traces_403(proxy, sink, ca_file):
@@ -161,7 +183,7 @@ def _bad_configs(tmp_path, certs, tokens_file):
             ["auth.jwt.providers", "clock_skew"], [],
         ),
         "unknown_signal_in_principals": (
-            {"auth": {**bearer_only, "principals": [{"principal": "token:x", "signals": ["traces", "profiles"]}]}},
+            {"auth": {**bearer_only, "principals": [{"principal": "token:x", "signals": ["traces", "events"]}]}},
             ["auth.principals"], ["signals"],
         ),
     }

@@ -57,12 +57,15 @@ def ops_proxy(start_proxy, sink):
 
 def test_admin_metrics_counters_move_with_requests_and_rejections(ops_proxy, ca_file, tokens):
     before = scrape(ops_proxy)
-    assert post_otlp(ops_proxy, ca_file, headers=bearer(tokens.plain)).status == 200
-    assert post_otlp(ops_proxy, ca_file, headers=bearer(tokens.hashed)).status == 200
+    http_body = trace_request(2).SerializeToString()
+    other_body = trace_request(1).SerializeToString()
+    grpc_message = trace_request(3)
+    assert post_otlp(ops_proxy, ca_file, headers=bearer(tokens.plain), body=http_body).status == 200
+    assert post_otlp(ops_proxy, ca_file, headers=bearer(tokens.hashed), body=other_body).status == 200
     assert post_otlp(ops_proxy, ca_file, headers=bearer("not-a-valid-token-0123456789")).status == 401
     assert post_otlp(ops_proxy, ca_file, signal="logs").status == 401
     with grpc_channel(ops_proxy.grpc_port, ca_file) as channel:
-        export_traces(channel, trace_request(3), bearer_metadata(tokens.plain))
+        export_traces(channel, grpc_message, bearer_metadata(tokens.plain))
         with pytest.raises(grpc.RpcError) as refused:
             export_traces(channel, trace_request(1), bearer_metadata("wrong-token-abcdefghijklmnop"))
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -82,7 +85,11 @@ def test_admin_metrics_counters_move_with_requests_and_rejections(ops_proxy, ca_
     assert delta(failures, method="bearer", reason="unknown_token") == 2
     assert delta(failures, method="none", reason="missing_credential") == 1
     assert delta("otlp_auth_proxy_request_duration_seconds_count", signal="traces", transport="grpc") == 2
-    assert delta("otlp_auth_proxy_received_bytes_total", signal="traces", transport="grpc") > 0
+    # Body bytes per tenant as they came: the gRPC message with its 5-byte frame prefix.
+    received = "otlp_auth_proxy_received_bytes_total"
+    assert delta(received, signal="traces", transport="grpc", tenant="team-a") == 5 + grpc_message.ByteSize()
+    assert delta(received, signal="traces", transport="http/1.1", tenant="team-a") == len(http_body)
+    assert delta(received, signal="traces", transport="http/1.1", tenant="team-b") == len(other_body)
     assert delta("otlp_auth_proxy_connections_accepted_total", listener="http") >= 4
     assert value(after, "otlp_auth_proxy_open_streams") == 0
     # Present from the start, so a reload failure alert has a series to watch.
