@@ -122,7 +122,7 @@ struct LocalReply: Sendable, Equatable {
 }
 
 extension LocalReply {
-    /// A gRPC call to a method other than the three OTLP Export methods.
+    /// A gRPC call to a method other than the four OTLP Export methods.
     static let unimplementedMethod = LocalReply(
         status: .notFound, rpcCode: Code.unimplemented,
         message: "unknown method: only the OTLP Export methods are served")

@@ -5,7 +5,7 @@ import ProxyAuth
 enum ReplyCause: Equatable, Sendable {
     /// An OTLP/HTTP path other than `/v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`.
     case unknownPath
-    /// A gRPC method other than the three OTLP Export methods, or not a POST.
+    /// A gRPC method other than the four OTLP Export methods, or not a POST.
     case unknownMethod
     /// OTLP/HTTP with a method other than POST.
     case methodNotAllowed

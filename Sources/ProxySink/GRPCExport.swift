@@ -157,7 +157,7 @@ enum GRPCExport {
                              message: "content-type must be application/grpc or application/grpc+proto")
         }
         guard request.method == "POST", OTLPSignal(grpcPath: request.path) != nil else {
-            return .failure(.unimplemented, "unknown method \(request.path); the sink serves the three OTLP Export methods")
+            return .failure(.unimplemented, "unknown method \(request.path); the sink serves the four OTLP Export methods")
         }
         guard messageCoding(request) != nil else {
             let declared = request.headers.filter { $0.name == "grpc-encoding" }.map(\.value).joined(separator: ", ")
