@@ -129,6 +129,13 @@ public final class ProxyMetrics: Sendable {
         perSignal.duration.record(record.duration)
         if record.bytesIn > 0 { perOutcome.received.increment(by: Int64(record.bytesIn)) }
         if record.bytesOut > 0 { perSignal.sent.increment(by: Int64(record.bytesOut)) }
+        if let items = record.items, record.outcome == RequestOutcome.forwarded.label {
+            let usage = requestMetrics.withLockedValue { cache in
+                cache.usage[outcome] ?? makeUsageMetrics(outcome, into: &cache)
+            }
+            usage.items.increment(by: Int64(items))
+            usage.decoded.increment(by: Int64(record.bytesDecoded ?? 0))
+        }
         let log = accessLog.withLockedValue { $0 }
         log?.write(record)
     }
@@ -147,6 +154,22 @@ public final class ProxyMetrics: Sendable {
                 "received", unit: "bytes_total", help: "Request body bytes received from clients, by signal, transport and tenant",
                 labels: [("signal", key.signal), ("transport", key.transport), ("tenant", key.tenant)]))
         cache.perOutcome[key] = made
+        return made
+    }
+
+    /// The usage counters of a tenant, signal and transport, made when the first payload the proxy read
+    /// for them is forwarded (so a proxy that reads no payloads shows none).
+    private func makeUsageMetrics(_ key: RequestOutcomeKey, into cache: inout RequestMetricsCache) -> UsageMetrics {
+        let labels = [("signal", key.signal), ("transport", key.transport), ("tenant", key.tenant)]
+        let made = UsageMetrics(
+            items: counter(
+                "items", help: "Spans, metric data points, log records or profiles forwarded in payloads the proxy read, by signal, transport and tenant",
+                labels: labels),
+            decoded: counter(
+                "decoded", unit: "bytes_total",
+                help: "Size of the payloads the proxy read and forwarded, decompressed, by signal, transport and tenant",
+                labels: labels))
+        cache.usage[key] = made
         return made
     }
 
@@ -311,6 +334,12 @@ private struct PerOutcomeMetrics {
     var received: Counter
 }
 
+/// `items_total` and `decoded_bytes_total` of one tenant, signal and transport.
+private struct UsageMetrics {
+    var items: Counter
+    var decoded: Counter
+}
+
 private struct PerSignalMetrics {
     var duration: DurationHistogram
     var sent: Counter
@@ -319,6 +348,8 @@ private struct PerSignalMetrics {
 private struct RequestMetricsCache {
     var perOutcome: [RequestOutcomeKey: PerOutcomeMetrics] = [:]
     var perSignal: [PerSignalKey: PerSignalMetrics] = [:]
+    /// Keyed by the forwarded outcome's labels.
+    var usage: [RequestOutcomeKey: UsageMetrics] = [:]
     /// The metrics of the previous request: consecutive requests mostly share their labels, and four
     /// string comparisons cost less than hashing them.
     var last: (key: RequestOutcomeKey, perOutcome: PerOutcomeMetrics, perSignal: PerSignalMetrics)?

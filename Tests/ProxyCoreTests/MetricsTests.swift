@@ -104,6 +104,32 @@ final class MetricsTests: XCTestCase {
             "no series without the tenant label")
     }
 
+    func testItems_CountedForForwardedPayloadsOnly_PerTenantAndSignal() {
+        let metrics = ProxyMetrics()
+        XCTAssertNil(
+            sample(metrics.exposition(), "otlp_auth_proxy_items_total", ["signal": "traces", "transport": "grpc", "tenant": "team-a"]),
+            "no usage series before a payload was read")
+        func read(_ outcome: String, tenant: String, signal: String = "traces", items: Int, decoded: Int) -> RequestRecord {
+            var made = record(outcome: outcome, tenant: tenant, signal: signal)
+            made.items = items
+            made.bytesDecoded = decoded
+            return made
+        }
+        metrics.requestFinished(read("forwarded", tenant: "team-a", items: 12, decoded: 4000))
+        metrics.requestFinished(read("forwarded", tenant: "team-a", items: 3, decoded: 900))
+        metrics.requestFinished(read("upstream_error", tenant: "team-a", items: 50, decoded: 9999))
+        metrics.requestFinished(read("forwarded", tenant: "team-b", signal: "logs", items: 7, decoded: 70))
+        metrics.requestFinished(record(tenant: "team-c"))
+        let text = metrics.exposition()
+        let usage = { (name: String, tenant: String, signal: String) in
+            sample(text, "otlp_auth_proxy_\(name)", ["signal": signal, "transport": "grpc", "tenant": tenant])
+        }
+        XCTAssertEqual(usage("items_total", "team-a", "traces"), 15, "the request that failed upstream is retried, so not counted")
+        XCTAssertEqual(usage("decoded_bytes_total", "team-a", "traces"), 4900)
+        XCTAssertEqual(usage("items_total", "team-b", "logs"), 7)
+        XCTAssertNil(usage("items_total", "team-c", "traces"), "a request whose payload was not read has no items")
+    }
+
     func testReloads_CountedByResult_LastSuccessTime() {
         let metrics = ProxyMetrics()
         XCTAssertEqual(sample(metrics.exposition(), "otlp_auth_proxy_reloads_total", ["result": "failure"]), 0)
