@@ -120,6 +120,8 @@ struct Exchange {
     private var requestScanner: GRPCMessageScanner?
     /// The payload being collected, when the runtime reads payloads.
     private var reader: PayloadReader?
+    /// The payload is being read off the event loop.
+    private(set) var readingOffloaded = false
     /// Follows the gRPC response messages relayed so far, to know whether the client holds only whole
     /// messages when the receiver goes away mid-response.
     private var responseScanner = GRPCMessageScanner(maxMessageSize: .max)
@@ -288,13 +290,31 @@ struct Exchange {
         case send(PayloadSend)
         /// Admitted; the payload the proxy reads has not all arrived (`requestBody` decides).
         case awaitBody
+        /// Run this job off the event loop (a large payload), then call `payloadRead`.
+        case read(PayloadJob)
         case ignore
     }
 
-    private enum PayloadOutcome {
+    /// What reading a payload led to.
+    enum PayloadOutcome {
         case send(PayloadSend)
         case reply(ExchangeReply)
+        /// The exchange ended while the payload was read (the client went away).
+        case ignore
     }
+
+    /// Reading a payload that is large enough to be worth a thread hop: the front runs `run()` on the
+    /// thread pool and hands the result to `payloadRead` on its event loop, so decompressing and editing
+    /// megabytes never stalls the other requests of the event loop.
+    struct PayloadJob: Sendable {
+        let reader: PayloadReader
+        let attributes: [ResourceAttribute]
+
+        func run() -> Result<PayloadReader.Read, PayloadRefusal> { reader.read(setting: attributes) }
+    }
+
+    /// Bodies read on the event loop: up to this many bytes collected, or a quarter of it compressed.
+    static let inlineReadLimit = 256 * 1024
 
     /// A read payload on its way upstream: the head, the whole body, and the items to charge.
     struct PayloadSend {
@@ -313,9 +333,11 @@ struct Exchange {
         if reader != nil {
             phase = .reading
             guard requestComplete else { return .awaitBody }
-            switch readPayload() {
+            switch startReading() {
             case .send(let send): return .send(send)
             case .reply(let reply): return .reply(reply)
+            case .ignore: return .ignore
+            case .offload(let job): return .read(job)
             }
         }
         phase = .connecting
@@ -339,6 +361,8 @@ struct Exchange {
         case held
         /// The payload is read: acquire an upstream and send it this whole body.
         case send(PayloadSend)
+        /// Run this job off the event loop (a large payload), then call `payloadRead`.
+        case read(PayloadJob)
         /// The exchange is over: drop it (give the window back).
         case drop
         case end(ExchangeEnd)
@@ -359,24 +383,49 @@ struct Exchange {
         guard reader != nil else { return .forward }
         reader!.append(data)
         guard endStream, phase == .reading else { return .held }
-        switch readPayload() {
+        switch startReading() {
         case .send(let send): return .send(send)
         case .reply(let reply): return .end(.reply(reply))
+        case .ignore: return .drop
+        case .offload(let job): return .read(job)
         }
     }
 
-    /// Reads the whole payload of an admitted request: decompresses, checks and counts it, sets the
-    /// Resource attributes, and builds the upstream head for what goes upstream.
-    private mutating func readPayload() -> PayloadOutcome {
-        guard let reader, let decision, let head, let route else {
-            preconditionFailure("a payload is read once the request is admitted")
+    private enum ReadingStart {
+        case send(PayloadSend)
+        case reply(ExchangeReply)
+        case ignore
+        case offload(PayloadJob)
+    }
+
+    /// Reads the whole payload of an admitted request here, or hands out the job that reads a large one.
+    private mutating func startReading() -> ReadingStart {
+        guard let reader, let decision else { preconditionFailure("a payload is read once the request is admitted") }
+        let attributes = runtime.payloads.attributes(tenant: decision.tenant, principal: decision.principal.name)
+        let size = reader.collected.readableBytes
+        if size >= Self.inlineReadLimit || (reader.coding != .identity && size >= Self.inlineReadLimit / 4) {
+            readingOffloaded = true
+            return .offload(PayloadJob(reader: reader, attributes: attributes))
         }
+        switch payloadRead(reader.read(setting: attributes)) {
+        case .send(let send): return .send(send)
+        case .reply(let reply): return .reply(reply)
+        case .ignore: return .ignore
+        }
+    }
+
+    /// What reading the payload found (on the event loop, or a job's result): the payload goes upstream
+    /// with the head built for it, or the client gets the refusal. Nil result: the job could not run
+    /// (shutting down), answered as retryable.
+    mutating func payloadRead(_ result: Result<PayloadReader.Read, PayloadRefusal>?) -> PayloadOutcome {
+        guard phase == .reading, let reader, let decision, let head, let route else { return .ignore }
         self.reader = nil
         self.head = nil
-        let attributes = runtime.payloads.attributes(tenant: decision.tenant, principal: decision.principal.name)
         let read: PayloadReader.Read
-        switch reader.read(setting: attributes) {
+        switch result {
         case .success(let done): read = done
+        case nil:
+            return .reply(localReply(.shed, close: false))
         case .failure(let refusal):
             logger.info(
                 "payload refused",

@@ -297,6 +297,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
                 updateReadHold(context: context)
             case .send(let payload):
                 send(payload, context: context)
+            case .read(let job):
+                state = .reading
+                read(job, context: context)
             case .acquire(.h2c):
                 // HTTP/1.1 carries no gRPC: the exchange never routes one there.
                 closeNow(context: context)
@@ -308,6 +311,18 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         guard core.expectsContinue && !requestComplete else { return }
         context.writeAndFlush(
             wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
+    }
+
+    /// Reads a large payload on the thread pool, then goes on with the exchange's decision here.
+    private func read(_ job: Exchange.PayloadJob, context: ChannelHandlerContext) {
+        services.threadPool.runIfActive(eventLoop: context.eventLoop) { job.run() }.assumeIsolated().whenComplete { [self] result in
+            guard let context = self.context, case .reading = state else { return }
+            switch core.payloadRead(try? result.get()) {
+            case .send(let payload): send(payload, context: context)
+            case .reply(let reply): send(reply, context: context)
+            case .ignore: break
+            }
+        }
     }
 
     /// The exchange read the payload: it goes upstream whole once a connection is had.
@@ -348,6 +363,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
             held.add(buffer.readableBytes)
         case .send(let payload):
             send(payload, context: context)
+        case .read(let job):
+            held.add(buffer.readableBytes)
+            read(job, context: context)
         case .forward:
             switch state {
             case .authenticating(var pending):

@@ -115,6 +115,8 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
                 consumePayloadWindow()
             case .send(let payload):
                 send(payload)
+            case .read(let job):
+                read(job)
             }
         }
     }
@@ -129,6 +131,9 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
         case .send(let payload):
             payloadUnconsumed += size
             send(payload)
+        case .read(let job):
+            payloadUnconsumed += size
+            read(job)
         case .drop:
             connection.consume(streamID, bytes: size)
         case .end(let end):
@@ -166,6 +171,18 @@ final class HTTP2StreamExchange: UpstreamH2StreamDelegate, UpstreamHTTP1RelayCli
         connection.consume(streamID, bytes: payloadUnconsumed)
         payloadHeld.add(payloadUnconsumed)
         payloadUnconsumed = 0
+    }
+
+    /// Reads a large payload on the thread pool, then goes on with the exchange's decision here.
+    private func read(_ job: Exchange.PayloadJob) {
+        consumePayloadWindow()
+        services.threadPool.runIfActive(eventLoop: eventLoop) { job.run() }.assumeIsolated().whenComplete { [self] result in
+            switch core.payloadRead(try? result.get()) {
+            case .send(let payload): send(payload)
+            case .reply(let reply): end(.reply(reply))
+            case .ignore: break
+            }
+        }
     }
 
     /// The exchange read the payload: it goes upstream whole, as one DATA / body write that ends the request.

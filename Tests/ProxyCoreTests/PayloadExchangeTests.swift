@@ -132,6 +132,41 @@ final class PayloadExchangeTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(sent(exchange.requestBody(ByteBuffer(bytes: json), endStream: true))).items, 3)
     }
 
+    func testLargePayload_ReadOffTheEventLoop_ThenSent() throws {
+        var exchange = try exchange()
+        admitAwaitingBody(&exchange, Self.grpcHead())
+        let payload = Fixtures.traces([Array(repeating: 400, count: 20)])
+        XCTAssertGreaterThan(payload.count, Exchange.inlineReadLimit)
+        guard case .read(let job) = exchange.requestBody(Self.framed(payload), endStream: true) else {
+            return XCTFail("a payload over the inline limit is read by a job")
+        }
+        XCTAssertTrue(exchange.readingOffloaded)
+        guard case .send(let send) = exchange.payloadRead(job.run()) else { return XCTFail("the job's result is sent") }
+        XCTAssertEqual(send.items, 8000)
+        XCTAssertEqual(send.body.readableBytes, payload.count + 5)
+    }
+
+    func testLargePayload_ClientGoneWhileRead_ResultIgnored() throws {
+        var exchange = try exchange()
+        admitAwaitingBody(&exchange, Self.grpcHead())
+        guard case .read(let job) = exchange.requestBody(Self.framed(Fixtures.traces([Array(repeating: 400, count: 20)])), endStream: true) else {
+            return XCTFail("expected a job")
+        }
+        exchange.clientGone()
+        guard case .ignore = exchange.payloadRead(job.run()) else { return XCTFail("nothing to do for a finished exchange") }
+        XCTAssertEqual(recorder.records.map(\.outcome), ["client_gone"])
+    }
+
+    func testLargePayload_JobCouldNotRun_RetryableUnavailable() throws {
+        var exchange = try exchange()
+        admitAwaitingBody(&exchange, Self.grpcHead())
+        guard case .read = exchange.requestBody(Self.framed(Fixtures.traces([Array(repeating: 400, count: 20)])), endStream: true) else {
+            return XCTFail("expected a job")
+        }
+        guard case .reply(let reply) = exchange.payloadRead(nil) else { return XCTFail("expected a reply") }
+        XCTAssertEqual(reply.reply.rpcCode, 14)
+    }
+
     // MARK: Refusals
 
     func testGRPC_UnknownEncoding_UnimplementedBeforeAnythingIsRead() throws {
