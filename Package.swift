@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "ProxyConfig", targets: ["ProxyConfig"]),
         .library(name: "ProxyHTTP2", targets: ["ProxyHTTP2"]),
         .library(name: "ProxyOTLP", targets: ["ProxyOTLP"]),
+        // The OTLP fixtures and the checks of rewritten payloads, for the fuzz-otlp target.
+        .library(name: "OTLPFixtures", targets: ["OTLPFixtures"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -114,8 +116,12 @@ let package = Package(
         .target(name: "CompressionFixtures", path: "Tests/CompressionFixtures"),
         .testTarget(name: "ProxyCompressionTests", dependencies: ["ProxyCompression", "CompressionFixtures"]),
         .testTarget(name: "ProxyYAMLTests", dependencies: ["ProxyYAML"]),
-        // OTLP export requests built by hand in protobuf, with known item counts, for the test targets.
-        .target(name: "OTLPFixtures", path: "Tests/OTLPFixtures"),
+        // OTLP export requests built by hand in protobuf, with known item counts, and the checks of
+        // rewritten payloads (read with ProxyOTLP's ProtoWalker, not the editor), for the test targets.
+        .target(name: "OTLPFixtures", dependencies: ["ProxyOTLP", "ProxyJSON"], path: "Tests/OTLPFixtures"),
+        // Runs OTLPPayload on stdin for the end-to-end interoperability test (tests/e2e/test_otlp_wire_editor.py),
+        // measures its cost (`bench`) and writes the fuzz seeds (`seeds`); not part of the product.
+        .executableTarget(name: "otlp-payload-tool", dependencies: ["ProxyOTLP", "OTLPFixtures"], path: "Tests/OTLPPayloadTool"),
         .testTarget(name: "ProxyOTLPTests", dependencies: ["ProxyOTLP", "OTLPFixtures"]),
         .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(

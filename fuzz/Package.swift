@@ -34,6 +34,9 @@ let package = Package(
         fuzzTarget("fuzz-tokens", [.product(name: "ProxyAuth", package: rootPackage)]),
         fuzzTarget("fuzz-config", [.product(name: "ProxyConfig", package: rootPackage)]),
         fuzzTarget(
+            "fuzz-otlp",
+            [.product(name: "ProxyOTLP", package: rootPackage), .product(name: "OTLPFixtures", package: rootPackage)]),
+        fuzzTarget(
             "fuzz-h2",
             [
                 .product(name: "ProxyHTTP2", package: rootPackage),

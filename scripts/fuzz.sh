@@ -12,11 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-jwt jwks authorization htpasswd tokens config h2}"
+targets="${FUZZ_TARGETS:-jwt jwks authorization htpasswd tokens config h2 otlp}"
 scratch="$PWD/.build-fuzz"
 runs="$scratch/runs"
 
-declare -A max_len=([jwt]=20000 [jwks]=16384 [authorization]=20000 [htpasswd]=4096 [tokens]=4096 [config]=16384 [h2]=16384)
+declare -A max_len=([jwt]=20000 [jwks]=16384 [authorization]=20000 [htpasswd]=4096 [tokens]=4096 [config]=16384 [h2]=16384 [otlp]=16384)
 
 # lld: gold crashes (internal error in format_file_lineno) on some of these links.
 echo "building the fuzz targets (release, -sanitize=fuzzer,address)"

@@ -207,7 +207,7 @@ enum GRPCExport {
             }
         }
         do {
-            let items = try OTLPItemCounter.countProtobuf(signal, body)
+            let items = try OTLPPayload.count(signal, .protobuf, body).items
             return (SinkState.Outcome(response: okResponse, signal: signal, items: items), .exported)
         } catch {
             return (recorded(nil), .failure(.invalidArgument, "malformed \(signal.rawValue) export request: \(error)"))

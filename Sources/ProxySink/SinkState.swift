@@ -116,11 +116,9 @@ struct SinkResponse: Equatable {
     }
 }
 
-/// The request encodings the sink accepts.
-enum OTLPEncoding: Equatable {
-    case protobuf, json
-
-    /// From a `content-type` value: media type compared case-insensitively, parameters ignored.
+extension OTLPPayloadEncoding {
+    /// The request encodings the sink accepts, from a `content-type` value: media type compared
+    /// case-insensitively, parameters ignored.
     init?(contentType: String) {
         let media = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         switch media.trimmingSpaces().lowercased() {
@@ -187,7 +185,7 @@ struct SinkState {
                                            extra: [("accept-encoding", acceptedCodings)]))
         }
         let contentTypes = request.headers.filter { $0.name.lowercased() == "content-type" }.map(\.value)
-        guard contentTypes.count == 1, let encoding = OTLPEncoding(contentType: contentTypes[0]) else {
+        guard contentTypes.count == 1, let encoding = OTLPPayloadEncoding(contentType: contentTypes[0]) else {
             return Outcome(response: .text(415, "content-type must be application/x-protobuf or application/json"))
         }
         let body: [UInt8]
@@ -201,16 +199,11 @@ struct SinkState {
             }
         }
         do {
-            switch encoding {
-            case .protobuf:
-                let items = try OTLPItemCounter.countProtobuf(signal, body)
-                return Outcome(response: SinkResponse(status: 200, headers: [("content-type", "application/x-protobuf")], body: []),
-                               signal: signal, items: items)
-            case .json:
-                let items = try OTLPItemCounter.countJSON(signal, body)
-                return Outcome(response: SinkResponse(status: 200, headers: [("content-type", "application/json")], body: Array("{}".utf8)),
-                               signal: signal, items: items)
-            }
+            let items = try OTLPPayload.count(signal, encoding, body).items
+            let response = encoding == .protobuf
+                ? SinkResponse(status: 200, headers: [("content-type", "application/x-protobuf")], body: [])
+                : SinkResponse(status: 200, headers: [("content-type", "application/json")], body: Array("{}".utf8))
+            return Outcome(response: response, signal: signal, items: items)
         } catch {
             return Outcome(response: .text(400, "malformed \(signal.rawValue) export request: \(error)"))
         }
