@@ -318,15 +318,18 @@ struct OTLPWireEditor {
         return points
     }
 
-    private func requireLength(_ field: WireField, _ message: String) throws(OTLPBodyError) {
+    /// `message` is an autoclosure: a name built per call would cost more than the walk itself.
+    @inline(__always)
+    private func requireLength(_ field: WireField, _ message: @autoclosure () -> String) throws(OTLPBodyError) {
         guard field.wireType == 2 else {
-            throw OTLPBodyError("\(message) field \(field.number) has wire type \(field.wireType), expected length-delimited")
+            throw OTLPBodyError("\(message()) field \(field.number) has wire type \(field.wireType), expected length-delimited")
         }
     }
 
-    private func requireVarint(_ field: WireField, _ message: String) throws(OTLPBodyError) {
+    @inline(__always)
+    private func requireVarint(_ field: WireField, _ message: @autoclosure () -> String) throws(OTLPBodyError) {
         guard field.wireType == 0 else {
-            throw OTLPBodyError("\(message) field \(field.number) has wire type \(field.wireType), expected varint")
+            throw OTLPBodyError("\(message()) field \(field.number) has wire type \(field.wireType), expected varint")
         }
     }
 

@@ -180,8 +180,8 @@ extension Fixtures {
 
     /// Metrics with unknown fields of every wire type at every level on the path (request,
     /// ResourceMetrics, Resource, KeyValue, ScopeMetrics), entity_refs(3) on the Resource, and
-    /// a sum with 2 points.
-    public static func metricsWithUnknownFields() -> [UInt8] {
+    /// a sum with 2 points. `resourceTail` is appended to the Resource (to build the expected edit).
+    public static func metricsWithUnknownFields(resourceTail: [UInt8] = []) -> [UInt8] {
         func unknowns(_ writer: inout ProtoWriter, _ base: UInt64) {
             writer.uint(base, 300)
             writer.fixed64(base + 1, 0x0102_0304_0506_0708)
@@ -200,6 +200,7 @@ extension Fixtures {
                 }
                 unknowns(&resource, 300)
                 resource.message(3) { ref in ref.string(2, "service"); ref.string(3, "service.name") }
+                resource.bytes += resourceTail
             }
             resourceX.message(2) { scope in
                 unknowns(&scope, 500)

@@ -84,16 +84,11 @@ final class OTLPPayloadRewriteTests: XCTestCase {
     func testUnknownFieldsAtEveryLevel_KeptByteForByte() throws {
         let body = Fixtures.metricsWithUnknownFields()
         let output = try rewrite(.metrics, body)
-        // Everything but the two length prefixes and the appended KeyValue is the input's bytes:
-        // cutting the KeyValue out and the prefixes back to the input's gives the input.
-        let added = [0x0A, UInt8(Fixtures.keyValue("tenant.id", "team-a").count)] + Fixtures.keyValue("tenant.id", "team-a")
-        guard let at = (0...(output.count - added.count)).first(where: { Array(output[$0..<($0 + added.count)]) == added }) else {
-            return XCTFail("the KeyValue is missing")
-        }
-        XCTAssertEqual(output.count, body.count + added.count)
-        let cut = Array(output[..<at] + output[(at + added.count)...])
-        let differing = zip(cut, body).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
-        XCTAssertEqual(differing.count, 2, "only the ResourceMetrics and Resource lengths (one byte each here) differ")
+        // The same builder with the KeyValue appended to the Resource: only it and the two lengths differ.
+        var added = ProtoWriter()
+        added.bytes(1, Fixtures.keyValue("tenant.id", "team-a"))
+        XCTAssertEqual(output, Fixtures.metricsWithUnknownFields(resourceTail: added.bytes))
+        XCTAssertNotEqual(output.count - body.count, added.bytes.count, "the ResourceMetrics length prefix grew a byte")
         assertChecksHold(.metrics, body, [tenant])
     }
 

@@ -1,0 +1,2 @@
+
+)'https://opentelemetry.io/schemas/1.26.0
