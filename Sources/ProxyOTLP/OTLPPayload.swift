@@ -72,23 +72,32 @@ public enum OTLPPayload {
     /// With several attributes of the same key, the last one is set. With no attributes the body
     /// comes back unchanged (after the same validation as `count`). Applying `rewrite` to its own
     /// output gives the same bytes again.
+    ///
+    /// The output can be much larger than the input: every ResourceX gains the attributes, and an
+    /// empty one is two bytes in protobuf. A rewritten body longer than `limit` bytes is refused
+    /// with `exceedsLimit` set (the protobuf editor stops as soon as it passes the limit).
     public static func rewrite(
         _ signal: OTLPSignal, _ encoding: OTLPPayloadEncoding, _ body: [UInt8],
-        setting attributes: [ResourceAttribute]
+        setting attributes: [ResourceAttribute], limit: Int = .max
     ) throws(OTLPBodyError) -> (body: [UInt8], summary: OTLPPayloadSummary) {
         let attributes = distinctKeys(attributes)
+        let output: [UInt8]
+        let summary: OTLPPayloadSummary
         switch encoding {
         case .protobuf:
-            var editor = OTLPWireEditor(signal: signal, body: body, attributes: attributes.isEmpty ? nil : attributes)
+            var editor = OTLPWireEditor(signal: signal, body: body, attributes: attributes.isEmpty ? nil : attributes, limit: limit)
             try editor.run()
-            return (attributes.isEmpty ? body : editor.output, OTLPPayloadSummary(items: editor.items))
+            (output, summary) = (attributes.isEmpty ? body : editor.output, OTLPPayloadSummary(items: editor.items))
         case .json:
-            guard !attributes.isEmpty else {
-                return (body, try OTLPJSONEditor.run(signal, body, setting: nil).summary)
-            }
-            let result = try OTLPJSONEditor.run(signal, body, setting: attributes)
-            return (result.body ?? body, result.summary)
+            let result = try OTLPJSONEditor.run(signal, body, setting: attributes.isEmpty ? nil : attributes)
+            (output, summary) = (result.body ?? body, result.summary)
         }
+        guard output.count <= limit else { throw tooLarge(limit) }
+        return (output, summary)
+    }
+
+    static func tooLarge(_ limit: Int) -> OTLPBodyError {
+        OTLPBodyError("export request larger than \(limit) bytes once the resource attributes are set", exceedsLimit: true)
     }
 
     /// The attributes with a key set more than once reduced to the last setting, in order.

@@ -104,6 +104,8 @@ struct OTLPWireEditor {
     /// The encoded `attributes` fields (tag, length, KeyValue) appended to every Resource.
     let added: [UInt8]
     let editing: Bool
+    /// The longest output allowed; checked after each ResourceX is written.
+    let limit: Int
 
     private(set) var items = 0
     private(set) var output: [UInt8] = []
@@ -116,8 +118,9 @@ struct OTLPWireEditor {
     /// Byte ranges of the KeyValue fields to drop, in body order.
     private var removals: [Range<Int>] = []
 
-    init(signal: OTLPSignal, body: [UInt8], attributes: [ResourceAttribute]?) {
+    init(signal: OTLPSignal, body: [UInt8], attributes: [ResourceAttribute]?, limit: Int = .max) {
         self.signal = signal
+        self.limit = limit
         self.body = body
         self.names = OTLPMessageNames(signal)
         self.editing = attributes != nil
@@ -147,6 +150,7 @@ struct OTLPWireEditor {
                     copied = field.end
                 }
                 try resourceX(field)
+                if output.count > limit { throw OTLPPayload.tooLarge(limit) }
             case 2 where signal == .profiles:  // ExportProfilesServiceRequest.dictionary
                 try requireLength(field, names.request)
             default:

@@ -6,7 +6,14 @@
 /// google.rpc.Status): it names fields and structure, never bytes of the body.
 public struct OTLPBodyError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// True when the body was well-formed but the rewritten body would pass the caller's limit
+    /// (answer it like a body over the size limit: 413 / RESOURCE_EXHAUSTED, not 400).
+    public var exceedsLimit: Bool
+
+    public init(_ description: String, exceedsLimit: Bool = false) {
+        self.description = description
+        self.exceedsLimit = exceedsLimit
+    }
 }
 
 /// One decoded protobuf field value. Length-delimited values are slices of the input.

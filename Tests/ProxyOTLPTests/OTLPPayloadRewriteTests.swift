@@ -157,6 +157,21 @@ final class OTLPPayloadRewriteTests: XCTestCase {
         XCTAssertEqual(try OTLPPayload.count(.metrics, .protobuf, metric([(5, 2), (7, 1), (5, 3)])).items, 3)
     }
 
+    func testOutputPastTheLimit_RefusedAsTooLarge() throws {
+        // 100 empty ResourceSpans (two bytes each) each gain a Resource with the attribute.
+        let body: [UInt8] = Array([[UInt8]](repeating: [0x0A, 0x00], count: 100).joined())
+        let output = try rewrite(.traces, body)
+        XCTAssertEqual(try RequestView(output).resources.count, 100)
+        XCTAssertGreaterThan(output.count, 10 * body.count)
+        XCTAssertEqual(try OTLPPayload.rewrite(.traces, .protobuf, body, setting: [tenant], limit: output.count).body, output)
+        for encoding in [OTLPPayloadEncoding.protobuf, .json] {
+            let input = encoding == .protobuf ? body : Array(#"{"resourceSpans":[{},{},{},{},{},{}]}"#.utf8)
+            XCTAssertThrowsError(try OTLPPayload.rewrite(.traces, encoding, input, setting: [tenant], limit: input.count * 2)) {
+                XCTAssertEqual(($0 as? OTLPBodyError)?.exceedsLimit, true, "\($0)")
+            }
+        }
+    }
+
     // MARK: - Refused
 
     /// A ResourceSpans whose Resource holds `keyValue`.
