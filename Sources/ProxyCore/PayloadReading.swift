@@ -160,8 +160,8 @@ struct PayloadReader {
                 let summary = try OTLPPayload.count(signal, encoding, payload)
                 return .success(Read(body: nil, items: summary.items, decodedBytes: payload.count))
             }
-            let (edited, summary) = try OTLPPayload.rewrite(signal, encoding, payload, setting: attributes)
-            if edited.count > limit { return .failure(.tooLarge) }
+            // With the attributes the payload may pass the limit the receiver shares with the proxy.
+            let (edited, summary) = try OTLPPayload.rewrite(signal, encoding, payload, setting: attributes, limit: limit)
             var out = ByteBuffer()
             out.reserveCapacity(edited.count + (isGRPC ? 5 : 0))
             if isGRPC {
@@ -171,7 +171,7 @@ struct PayloadReader {
             out.writeBytes(edited)
             return .success(Read(body: out, items: summary.items, decodedBytes: payload.count))
         } catch {
-            return .failure(.invalid(error.description))
+            return .failure(error.exceedsLimit ? .tooLarge : .invalid(error.description))
         }
     }
 }

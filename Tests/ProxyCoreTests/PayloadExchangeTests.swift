@@ -167,6 +167,22 @@ final class PayloadExchangeTests: XCTestCase {
         XCTAssertEqual(reply.reply.rpcCode, 14)
     }
 
+    func testAttributesThatGrowThePayloadPastTheLimit_413() throws {
+        var exchange = try exchange(.http1(.http1_1), extra: "tenant: { resource_attribute: tenant.id }")
+        // 200,000 empty ResourceSpans (2 bytes each, 400 KB): each gains a Resource with the attribute,
+        // about 25 bytes, so the rewritten body would pass the 1 MiB limit.
+        var payload: [UInt8] = []
+        for _ in 0..<200_000 { payload += [0x0A, 0x00] }
+        let head = Self.h1Head([("Content-Type", "application/x-protobuf"), ("Content-Length", String(payload.count))])
+        admitAwaitingBody(&exchange, head)
+        guard case .read(let job) = exchange.requestBody(ByteBuffer(bytes: payload), endStream: true) else {
+            return XCTFail("expected a job")
+        }
+        guard case .reply(let reply) = exchange.payloadRead(job.run()) else { return XCTFail("expected a refusal") }
+        XCTAssertEqual(reply.cause, .payloadRefused(.tooLarge))
+        XCTAssertEqual(reply.reply.status, .payloadTooLarge)
+    }
+
     // MARK: Refusals
 
     func testGRPC_UnknownEncoding_UnimplementedBeforeAnythingIsRead() throws {
