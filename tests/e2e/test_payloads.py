@@ -187,6 +187,28 @@ def test_otlp_json_over_http_gets_the_attribute(attributing_proxy, clean, ca_fil
         assert dict(forwarded_headers)["content-type"] == "application/json"
 
 
+def test_otlp_http_over_http2_gzip_rewritten_with_a_new_length(attributing_proxy, clean, ca_file, tokens):
+    """Go exporters send OTLP/HTTP over HTTP/2: the rewritten payload reaches the HTTP/1.1 receiver with
+    the length it now has and no coding."""
+    from grpc_helpers import H2Client
+
+    _, sent = _telemetry("logs")
+    body = gzip.compress(sent.SerializeToString())
+    headers = [
+        (":method", "POST"), (":scheme", "https"), (":authority", f"127.0.0.1:{attributing_proxy.port}"),
+        (":path", "/v1/logs"), ("content-type", "application/x-protobuf"), ("content-encoding", "gzip"),
+        ("content-length", str(len(body))), ("authorization", f"Bearer {tokens.plain}"),
+    ]
+    with H2Client(attributing_proxy.port, ca_file) as client:
+        response = client.request(headers, body)
+    assert response.status == 200
+    received, forwarded = _forwarded("logs", "http", clean)
+    _assert_attributed(received, sent, "logs", tenant="team-a", principal="token:ci-runner")
+    raw = clean[1].received_requests()[0]["body"]
+    assert [value for name, value in forwarded if name == "content-length"] == [str(len(raw))]
+    assert "content-encoding" not in {name for name, _ in forwarded}
+
+
 def _profiles_request() -> profiles_service_pb2.ExportProfilesServiceRequest:
     request = profiles_service_pb2.ExportProfilesServiceRequest()
     request.dictionary.string_table.extend(["", "main", "cpu", "nanoseconds"])
