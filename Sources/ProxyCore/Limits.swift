@@ -95,31 +95,24 @@ final class TenantRateLimiter: Sendable {
         let rates = policy.rates(for: tenant)
         guard !rates.isUnlimited else { return .admitted }
         let requestCapacity = Self.capacity(rate: rates.requestsPerSecond, policy: policy, minimum: 1)
-        let byteCapacity = Self.capacity(rate: rates.bytesPerSecond, policy: policy, minimum: 1)
-        let itemCapacity = Self.capacity(rate: rates.itemsPerSecond, policy: policy, minimum: 1)
         return shard(tenant).withLockedValue { buckets in
             var entry = buckets[tenant] ?? Buckets()
             defer {
                 buckets[tenant] = entry
                 if buckets.count > Self.maxBucketsPerShard { Self.prune(&buckets, policy: policy, now: now) }
             }
-            if rates.bytesPerSecond > 0 {
-                var bytes = entry.bytes ?? TokenBucket(capacity: byteCapacity, now: now)
-                bytes.refill(rate: rates.bytesPerSecond, capacity: byteCapacity, now: now)
-                entry.bytes = bytes
-                // Admitted while the bucket is not in debt; the body is charged as it arrives.
-                if bytes.tokens <= 0 {
-                    let wait = bytes.wait(until: min(1, byteCapacity), rate: rates.bytesPerSecond)
-                    return .limited(.bytes, retryAfter: max(wait, .milliseconds(1)))
-                }
-            }
-            if rates.itemsPerSecond > 0 {
-                var items = entry.items ?? TokenBucket(capacity: itemCapacity, now: now)
-                items.refill(rate: rates.itemsPerSecond, capacity: itemCapacity, now: now)
-                entry.items = items
-                if items.tokens <= 0 {
-                    let wait = items.wait(until: min(1, itemCapacity), rate: rates.itemsPerSecond)
-                    return .limited(.items, retryAfter: max(wait, .milliseconds(1)))
+            // Admitted while the byte and item buckets are not in debt; bodies and payloads are charged
+            // once they arrive.
+            for kind in [RateLimitKind.bytes, .items] {
+                let rate = Self.rate(kind, rates)
+                guard rate > 0 else { continue }
+                let capacity = Self.capacity(rate: rate, policy: policy, minimum: 1)
+                var bucket = entry[keyPath: Self.bucket(kind)] ?? TokenBucket(capacity: capacity, now: now)
+                bucket.refill(rate: rate, capacity: capacity, now: now)
+                entry[keyPath: Self.bucket(kind)] = bucket
+                if bucket.tokens <= 0 {
+                    let wait = bucket.wait(until: min(1, capacity), rate: rate)
+                    return .limited(kind, retryAfter: max(wait, .milliseconds(1)))
                 }
             }
             if rates.requestsPerSecond > 0 {
@@ -138,57 +131,57 @@ final class TenantRateLimiter: Sendable {
 
     /// Charges `bytes` of request body to `tenant`'s byte bucket (no-op when its bytes are unlimited).
     func charge(tenant: String, bytes: Int, policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) {
-        let rate = policy.rates(for: tenant).bytesPerSecond
-        guard rate > 0, bytes > 0 else { return }
-        let capacity = Self.capacity(rate: rate, policy: policy, minimum: 1)
-        shard(tenant).withLockedValue { buckets in
-            var entry = buckets[tenant] ?? Buckets()
-            var bucket = entry.bytes ?? TokenBucket(capacity: capacity, now: now)
-            bucket.refill(rate: rate, capacity: capacity, now: now)
-            bucket.take(Double(bytes))
-            entry.bytes = bucket
-            buckets[tenant] = entry
-        }
+        charge(tenant: tenant, bytes, to: .bytes, policy: policy, now: now)
     }
 
     /// Charges the items of an admitted request's payload to `tenant`'s item bucket (no-op when its items
     /// are unlimited).
     func charge(tenant: String, items: Int, policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) {
-        let rate = policy.rates(for: tenant).itemsPerSecond
-        guard rate > 0, items > 0 else { return }
+        charge(tenant: tenant, items, to: .items, policy: policy, now: now)
+    }
+
+    private func charge(tenant: String, _ amount: Int, to kind: RateLimitKind, policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) {
+        let rate = Self.rate(kind, policy.rates(for: tenant))
+        guard rate > 0, amount > 0 else { return }
         let capacity = Self.capacity(rate: rate, policy: policy, minimum: 1)
         shard(tenant).withLockedValue { buckets in
             var entry = buckets[tenant] ?? Buckets()
-            var bucket = entry.items ?? TokenBucket(capacity: capacity, now: now)
+            var bucket = entry[keyPath: Self.bucket(kind)] ?? TokenBucket(capacity: capacity, now: now)
             bucket.refill(rate: rate, capacity: capacity, now: now)
-            bucket.take(Double(items))
-            entry.items = bucket
+            bucket.take(Double(amount))
+            entry[keyPath: Self.bucket(kind)] = bucket
             buckets[tenant] = entry
+        }
+    }
+
+    /// The rate of one budget.
+    private static func rate(_ kind: RateLimitKind, _ rates: ProxyConfiguration.Limits.TenantRate.Rates) -> Double {
+        switch kind {
+        case .requests: return rates.requestsPerSecond
+        case .bytes: return rates.bytesPerSecond
+        case .items: return rates.itemsPerSecond
+        }
+    }
+
+    /// Where a tenant's bucket of one budget is kept.
+    private static func bucket(_ kind: RateLimitKind) -> WritableKeyPath<Buckets, TokenBucket?> {
+        switch kind {
+        case .requests: return \.requests
+        case .bytes: return \.bytes
+        case .items: return \.items
         }
     }
 
     /// Drops the buckets that are full again: forgetting them changes nothing.
     private static func prune(_ buckets: inout [String: Buckets], policy: ProxyConfiguration.Limits.TenantRate, now: UInt64) {
-        for (tenant, var entry) in buckets {
+        for (tenant, entry) in buckets {
             let rates = policy.rates(for: tenant)
             var full = true
-            if var bucket = entry.requests {
-                let capacity = capacity(rate: rates.requestsPerSecond, policy: policy, minimum: 1)
-                bucket.refill(rate: rates.requestsPerSecond, capacity: capacity, now: now)
+            for kind in [RateLimitKind.requests, .bytes, .items] {
+                guard var bucket = entry[keyPath: bucket(kind)] else { continue }
+                let capacity = capacity(rate: rate(kind, rates), policy: policy, minimum: 1)
+                bucket.refill(rate: rate(kind, rates), capacity: capacity, now: now)
                 full = full && bucket.tokens >= capacity
-                entry.requests = bucket
-            }
-            if var bucket = entry.bytes {
-                let capacity = capacity(rate: rates.bytesPerSecond, policy: policy, minimum: 1)
-                bucket.refill(rate: rates.bytesPerSecond, capacity: capacity, now: now)
-                full = full && bucket.tokens >= capacity
-                entry.bytes = bucket
-            }
-            if var bucket = entry.items {
-                let capacity = capacity(rate: rates.itemsPerSecond, policy: policy, minimum: 1)
-                bucket.refill(rate: rates.itemsPerSecond, capacity: capacity, now: now)
-                full = full && bucket.tokens >= capacity
-                entry.items = bucket
             }
             if full { buckets.removeValue(forKey: tenant) }
         }

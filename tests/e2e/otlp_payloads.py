@@ -10,6 +10,7 @@ and sometimes a client copy of `tenant.id`.
 from __future__ import annotations
 
 import random
+import zlib
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -178,3 +179,12 @@ def with_attribute(request, key: str, value: str):
         rx.resource.attributes.extend(kept)
         rx.resource.attributes.add(key=key, value=common_pb2.AnyValue(string_value=value))
     return expected
+
+
+def gzip_bomb(size: int) -> bytes:
+    """gzip of `size` bytes of zeros, compressed 1 MiB at a time so the test never holds them."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + 15)
+    zeros = bytes(1024 * 1024)
+    parts = [compressor.compress(zeros) for _ in range(size // len(zeros))]
+    parts.append(compressor.flush())
+    return b"".join(parts)

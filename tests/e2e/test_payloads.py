@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import struct
-import zlib
 
 import grpc
 import pytest
@@ -36,6 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from conftest import start_proxy_process, write_proxy_config
 from grpc_helpers import grpc_framed, read_ca
 from otel_helpers import make_logs, make_metrics, make_spans
+from otlp_payloads import gzip_bomb
 from otlp_receivers import (
     OTLPGrpcReceiver,
     attribute_values,
@@ -251,14 +251,6 @@ def test_profiles_forwarded_with_the_attribute(attributing_proxy, clean, ca_file
 # --- bodies that lie ------------------------------------------------------------------------
 
 
-def _gzip_bomb(size: int) -> bytes:
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + 15)
-    zeros = bytes(MIB)
-    out = [compressor.compress(zeros) for _ in range(size // MIB)]
-    out.append(compressor.flush())
-    return b"".join(out)
-
-
 def _post(proxy, ca_file, token, body: bytes, *, encoding: str | None = None, content_type="application/x-protobuf"):
     headers = {"authorization": f"Bearer {token}", "content-type": content_type}
     if encoding:
@@ -283,14 +275,14 @@ def _grpc_call(proxy, ca_file, token, body: bytes, *, encoding: str | None = Non
 
 
 def test_http_gzip_bomb_413_and_nothing_forwarded(attributing_proxy, clean, ca_file, tokens):
-    response = _post(attributing_proxy, ca_file, tokens.plain, _gzip_bomb(64 * MIB), encoding="gzip")
+    response = _post(attributing_proxy, ca_file, tokens.plain, gzip_bomb(64 * MIB), encoding="gzip")
     assert response.status_code == 413
     assert _status(response).code == 8
     assert clean[1].received == 0
 
 
 def test_grpc_gzip_bomb_resource_exhausted_and_nothing_forwarded(attributing_proxy, clean, ca_file, tokens):
-    reply = _grpc_call(attributing_proxy, ca_file, tokens.plain, _gzip_bomb(16 * MIB), encoding="gzip", compressed_flag=True)
+    reply = _grpc_call(attributing_proxy, ca_file, tokens.plain, gzip_bomb(16 * MIB), encoding="gzip", compressed_flag=True)
     assert reply.grpc_status == 8, reply.grpc_message
     assert clean[0].received() == []
 
@@ -349,7 +341,7 @@ def test_unknown_codings_415_and_unimplemented(attributing_proxy, clean, ca_file
 
 
 def test_unauthenticated_payload_is_refused_before_it_is_read(attributing_proxy, clean, ca_file):
-    response = _post(attributing_proxy, ca_file, "wrong-token", _gzip_bomb(4 * MIB), encoding="gzip")
+    response = _post(attributing_proxy, ca_file, "wrong-token", gzip_bomb(4 * MIB), encoding="gzip")
     assert response.status_code == 401
     assert clean[1].received == 0
 

@@ -11,7 +11,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import zlib
 
 import grpc
 import pytest
@@ -33,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from grpc_helpers import TRACE_EXPORT, h2_request, read_ca
 from otel_helpers import make_logs, make_metrics, make_spans
+from otlp_payloads import gzip_bomb
 from process_probes import rss_kib
 
 MIB = 1024 * 1024
@@ -52,15 +52,6 @@ def vm_hwm_kib(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmHWM line for pid {pid}")
-
-
-def gzip_bomb(size: int) -> bytes:
-    """gzip of `size` bytes of zeros, compressed 1 MiB at a time so the test never holds them."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + 15)
-    zeros = bytes(MIB)
-    parts = [compressor.compress(zeros) for _ in range(size // MIB)]
-    parts.append(compressor.flush())
-    return b"".join(parts)
 
 
 def zstd_compress(data: bytes) -> bytes:
