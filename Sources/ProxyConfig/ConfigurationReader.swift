@@ -126,7 +126,7 @@ struct ConfigurationReader {
         }
         for (name, example) in [("resource_attribute", "tenant.id"), ("principal_attribute", "auth.principal")] {
             guard let value = string(tenantFields, name, example: example) else { continue }
-            if let problem = Self.attributeKeyProblem(value) {
+            if let problem = Self.attributeKeyProblem(value, example: example) {
                 report(tenantFields.key(name), problem)
             } else if name == "resource_attribute" {
                 tenant.resourceAttribute = value
@@ -489,11 +489,11 @@ struct ConfigurationReader {
 
     /// A problem with a Resource attribute key the proxy sets, or nil when it is usable: 1 to 255 bytes of
     /// printable UTF-8 without spaces, as OpenTelemetry attribute names are written.
-    static func attributeKeyProblem(_ key: String) -> String? {
-        if key.isEmpty { return "must not be empty; e.g. tenant.id" }
-        if key.utf8.count > 255 { return "is longer than 255 bytes; use a short name such as tenant.id" }
+    static func attributeKeyProblem(_ key: String, example: String) -> String? {
+        if key.isEmpty { return "must not be empty; e.g. \(example)" }
+        if key.utf8.count > 255 { return "is longer than 255 bytes; use a short name such as \(example)" }
         if key.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
-            return "\(quote(key)) contains spaces or control characters; e.g. tenant.id"
+            return "\(quote(key)) contains spaces or control characters; e.g. \(example)"
         }
         return nil
     }
