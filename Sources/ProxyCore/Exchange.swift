@@ -313,7 +313,8 @@ struct Exchange {
         func run() -> Result<PayloadReader.Read, PayloadRefusal> { reader.read(setting: attributes) }
     }
 
-    /// Bodies read on the event loop: up to this many bytes collected, or a quarter of it compressed.
+    /// Bodies read on the event loop: up to this many bytes collected, or a quarter of it compressed
+    /// (for OTLP/JSON, a sixteenth of each).
     static let inlineReadLimit = 256 * 1024
 
     /// A read payload on its way upstream: the head, the whole body, and the items to charge.
@@ -403,7 +404,10 @@ struct Exchange {
         guard let reader, let decision else { preconditionFailure("a payload is read once the request is admitted") }
         let attributes = runtime.payloads.attributes(tenant: decision.tenant, principal: decision.principal.name)
         let size = reader.collected.readableBytes
-        if size >= Self.inlineReadLimit || (reader.coding != .identity && size >= Self.inlineReadLimit / 4) {
+        // Compressed bytes expand, and OTLP/JSON costs far more per byte than protobuf: both leave the
+        // event loop sooner.
+        let inlineLimit = reader.encoding == .json ? Self.inlineReadLimit / 16 : Self.inlineReadLimit
+        if size >= inlineLimit || (reader.coding != .identity && size >= inlineLimit / 4) {
             readingOffloaded = true
             return .offload(PayloadJob(reader: reader, attributes: attributes))
         }
