@@ -9,18 +9,20 @@ import ProxyTLS
 /// relaying and the record; this handler turns NIO's HTTP/1.1 parts into its inputs and performs its
 /// decisions, relaying through an `UpstreamHTTP1Relay` on the event loop's pool.
 ///
-/// What stays here is HTTP/1.1 mechanics. It sits last in the client pipeline, right behind NIO's
-/// HTTP/1.1 codec, and handles pipelining itself: parts of a request that arrive while the previous
-/// response is still going out wait in `queue` (with client reads held) and are handed over, in order,
-/// once that response has ended. It also counts what the decoder produced for the connection's framing
-/// budget (`HTTP1FramingMeter`; the other half is `HTTP1RawByteCounter` before the decoder). Owns at
-/// most one upstream relay at a time. Backpressure: client reads are held while no upstream is attached
-/// or it cannot take more bytes, or a pipelined request waits, and upstream reads are held while the
-/// client cannot, so at most about one read is buffered per direction.
+/// What stays here is HTTP/1.1 mechanics. It sits last in the client pipeline, right behind TLS, and
+/// is the connection's HTTP/1.1 codec: it reads requests with its own strict parser
+/// (`HTTP1RequestDecoder`, which owns the bytes read and not yet parsed) and writes responses straight
+/// into bytes (`HTTP1ResponseEncoder`), so no request or response part crosses the pipeline. It handles
+/// pipelining by parsing one request at a time: bytes of a next request that arrive while the previous
+/// response is still going out stay unparsed in the decoder (with client reads held) and are parsed,
+/// in order, once that response has ended. Owns at most one upstream relay at a time. Backpressure:
+/// client reads are held while no upstream is attached or it cannot take more bytes, or a pipelined
+/// request waits, and upstream reads are held while the client cannot, so at most about one read is
+/// buffered per direction.
 final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private enum State {
         /// Between requests.
@@ -42,19 +44,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         case closing
     }
 
-    /// A request part or parser error that arrived while the previous response was still going out.
-    private enum Queued {
-        case part(HTTPServerRequestPart)
-        case error(any Error)
-    }
-
     /// The runtime current at accept: the connection's idle timeout. Each request is judged by the
     /// runtime in force when its head arrives (read by its `Exchange`).
     private let connectionRuntime: ProxyRuntime
     private let pool: UpstreamHTTP1Pool
     private let pools: UpstreamPools
-    /// The framing budget this handler feeds with what the decoder produced.
-    private let meter: HTTP1FramingMeter
     private let services: ProxyServices
     /// The client certificate verified in the TLS handshake, if any.
     private let peerCertificate: PeerCertificate?
@@ -80,7 +74,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
 
     // Per-request facts of the connection's framing.
     private var requestVersion: HTTPVersion = .http1_1
+    private var requestMethod: HTTPMethod = .POST
     private var keepAlive = true
+    /// The request parser, holding the bytes read and not yet parsed.
+    private var decoder: HTTP1RequestDecoder
+    private var encoder = HTTP1ResponseEncoder()
+    /// Response bytes not yet handed to the channel: a relayed head waits here for the body and end
+    /// that usually follow in the same read from the receiver, so a small response is one write.
+    private var output: ByteBuffer?
     /// Watches the receiver through the exchange's deadline: one timer per connection, rescheduled
     /// when it fires while a response is awaited, rather than one per request.
     private var responseTimer: Scheduled<Void>?
@@ -90,16 +91,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     /// The server is draining: every response says `Connection: close` and the connection closes after it.
     private var draining = false
 
-    /// Parts of the next request(s), and parser errors, that arrived while a response was going out;
-    /// client reads are held while it is not empty, so it holds at most what one read decoded to.
-    private var queue = CircularBuffer<Queued>()
-    /// `deliverQueued` is running: a response that ends meanwhile leaves the queue to it.
-    private var delivering = false
+    /// `decodeRequests` is running: a response that ends meanwhile leaves the parsing to it.
+    private var decoding = false
 
     private var requestComplete: Bool { core.requestComplete }
 
     /// The current request has ended but its response has not: what arrives now belongs to the next
-    /// request and waits in `queue`.
+    /// request and waits, unparsed, in the decoder.
     private var awaitsResponse: Bool {
         switch state {
         case .authenticating, .connecting, .reading: return requestComplete
@@ -108,17 +106,20 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         }
     }
 
-    /// Queued request parts, counted for load shedding (`limits.max_buffered_bytes`).
+    /// Request body bytes waiting for an upstream, counted for load shedding (`limits.max_buffered_bytes`).
     private var held: HeldBytes
 
     init(
-        connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, pool: UpstreamHTTP1Pool, meter: HTTP1FramingMeter,
+        connectionRuntime runtime: ProxyRuntime, pools: UpstreamPools, pool: UpstreamHTTP1Pool,
         services: ProxyServices, peerCertificate: PeerCertificate?, logger: Logger
     ) {
         self.connectionRuntime = runtime
         self.pools = pools
         self.pool = pool
-        self.meter = meter
+        // The parser enforces the header limits while it buffers, so an oversized head is refused
+        // (431) before it is held in memory; the exchange checks the exact limits on the whole head.
+        self.decoder = HTTP1RequestDecoder(
+            maxHeaderBytes: runtime.limits.maxHeaderBytes, maxHeaderCount: runtime.limits.maxHeaderCount)
         self.services = services
         self.peerCertificate = peerCertificate
         self.logger = logger
@@ -191,65 +192,68 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     private var inClientRead = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        // The framing budget counts what the decoder produced as it comes out of the decoder, before
-        // any part waits in the queue (`HTTP1RawByteCounter` checks it once the read is decoded).
-        switch part {
-        case .head(let head): meter.budget.decodedHead(bytes: HTTP1FramingMeter.size(head), fields: head.headers.count)
-        case .body(let buffer): meter.budget.decodedBody(buffer.readableBytes)
-        case .end: meter.budget.decodedEnd()
-        }
         if case .closing = state { return }
-        if !queue.isEmpty || awaitsResponse {
-            queue.append(.part(part))
-            readsHeld = true
-            return
-        }
-        receivedPart(part, context: context)
+        decoder.feed(unwrapInboundIn(data))
+        decodeRequests(context: context, inRead: true)
     }
 
-    private func receivedPart(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    /// Parses and hands over what the decoder holds, one event at a time, until it needs more bytes, a
+    /// request awaits its response (what follows is a pipelined request: it stays unparsed until that
+    /// response has ended), or the connection closes. Outside a client read (a response ended) it then
+    /// flushes what went upstream; in both cases it resumes or holds client reads.
+    private func decodeRequests(context: ChannelHandlerContext, inRead: Bool) {
+        guard !decoding else { return }
+        decoding = true
+        var delivered = false
+        while !awaitsResponse {
+            if case .closing = state {
+                decoder.discardBuffered()
+                break
+            }
+            guard let event = decoder.next() else { break }
+            switch event {
+            case .head(let head, let keepAlive):
+                receivedPart(.head(head, keepAlive: keepAlive), context: context)
+            case .body(let buffer):
+                receivedPart(.body(buffer), context: context)
+            case .end:
+                receivedPart(.end, context: context)
+            case .error(let cause):
+                receivedError(cause, context: context)
+            }
+            delivered = true
+        }
+        decoding = false
+        if delivered && !inRead, case .forwarding(let relay) = state { relay.flush() }
+        updateReadHold(context: context)
+    }
+
+    /// One request event from the decoder.
+    private enum RequestPart {
+        case head(HTTPRequestHead, keepAlive: Bool)
+        case body(ByteBuffer)
+        case end
+    }
+
+    private func receivedPart(_ part: RequestPart, context: ChannelHandlerContext) {
         inClientRead = true
         defer { inClientRead = false }
         switch part {
-        case .head(let head): receivedHead(head, context: context)
+        case .head(let head, let keepAlive): receivedHead(head, keepAlive: keepAlive, context: context)
         case .body(let buffer): receivedBody(buffer, end: false, context: context)
         case .end: receivedBody(context.channel.allocator.buffer(capacity: 0), end: true, context: context)
         }
     }
 
-    /// A response ended: hands over what waited for it, in order, until a request again awaits its
-    /// response (or the connection closes), then flushes what went upstream and resumes reading.
-    private func deliverQueued(context: ChannelHandlerContext) {
-        guard !delivering, !queue.isEmpty else { return }
-        delivering = true
-        var delivered = false
-        while !queue.isEmpty, !awaitsResponse {
-            if case .closing = state {
-                queue.removeAll()
-                break
-            }
-            switch queue.removeFirst() {
-            case .part(let part):
-                receivedPart(part, context: context)
-                delivered = true
-            case .error(let error):
-                receivedError(error, context: context)
-            }
-        }
-        delivering = false
-        if delivered, case .forwarding(let relay) = state { relay.flush() }
-        updateReadHold(context: context)
-    }
-
-    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func receivedHead(_ head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
         guard case .idle = state else {
-            // Requests are handed over one at a time (`queue`); anything else is a bug.
+            // Requests are parsed one at a time (`decodeRequests`); anything else is a bug.
             closeNow(context: context)
             return
         }
         requestVersion = head.version
-        keepAlive = head.isKeepAlive && !draining
+        requestMethod = head.method
+        self.keepAlive = keepAlive && !draining
         var exchange = makeExchange(version: head.version, context: context)
         let action = exchange.receivedHead(
             ExchangeRequestHead(http1: head), overloaded: services.isOverloaded(runtime: exchange.runtime))
@@ -309,8 +313,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
 
     private func sendContinueIfExpected(context: ChannelHandlerContext) {
         guard core.expectsContinue && !requestComplete else { return }
-        context.writeAndFlush(
-            wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))), promise: nil)
+        var out = context.channel.allocator.buffer(capacity: 32)
+        encoder.writeHead(HTTPResponseHead(version: requestVersion, status: .continue), requestMethod: requestMethod, into: &out)
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 
     /// Reads a large payload on the thread pool, then goes on with the exchange's decision here.
@@ -407,42 +412,32 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         idleCheck?.cancel()
         idleCheck = nil
         held.releaseAll()
-        queue.removeAll()
+        decoder.discardBuffered()
+        output = nil
         core.clientGone()
         state = .closing
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // After the connection closed (the decoder reports a body cut short at EOF): the request
-        // was already recorded as `client_gone` and no reply can be written.
+        // After the connection closed: the request was already recorded as `client_gone` and no
+        // reply can be written.
         if case .closing = state { return }
-        // A parser error behind a request whose response is still going out belongs to the next
-        // request: it is answered in order, once that response has ended.
-        if error is HTTPParserError, !queue.isEmpty || awaitsResponse {
-            queue.append(.error(error))
-            readsHeld = true
-            return
-        }
-        receivedError(error, context: context)
-    }
-
-    private func receivedError(_ error: any Error, context: ChannelHandlerContext) {
-        if case .closing = state { return }
-        if let parserError = error as? HTTPParserError {
-            let cause: ReplyCause = parserError == .headerOverflow ? .headersTooLarge : .malformed(.unparsable)
-            if case .idle = state {
-                // Between requests: the error belongs to the next request (one pipelined behind a
-                // request that was in flight reaches us only once that response has ended), so the
-                // previous request's exchange must not decide how to answer it.
-                core = makeExchange(version: requestVersion, context: context)
-            }
-            end(core.unreadableRequest(cause), context: context)
-            return
-        }
         // Transport or TLS failure: nothing sensible can be written any more.
         logger.debug("client connection error", metadata: ["error": "\(error)"])
         closeNow(context: context)
+    }
+
+    /// The parser refused the bytes: the request is answered and the connection closed. It reaches
+    /// here in order, once any response before it has ended.
+    private func receivedError(_ cause: ReplyCause, context: ChannelHandlerContext) {
+        if case .closing = state { return }
+        if case .idle = state {
+            // Between requests: the error belongs to the next request, so the previous request's
+            // exchange must not decide how to answer it.
+            core = makeExchange(version: requestVersion, context: context)
+        }
+        end(core.unreadableRequest(cause), context: context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -457,7 +452,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     }
 
     func read(context: ChannelHandlerContext) {
-        if readsHeld || !queue.isEmpty {
+        if readsHeld {
             pendingRead = true
         } else {
             context.read()
@@ -499,13 +494,50 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         guard case .http1(var response) = out else { return }
         response.status = head.status
         if !keepAlive { response.headers.replaceOrAdd(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        var buffer = output ?? context.channel.allocator.buffer(capacity: 512)
+        encoder.writeHead(response, requestMethod: requestMethod, into: &buffer)
+        if encoder.closesToEnd && keepAlive {
+            // No length for an HTTP/1.0 client: only the close can end this body. The head is
+            // written again with `Connection: close`.
+            keepAlive = false
+            buffer = output ?? context.channel.allocator.buffer(capacity: 512)
+            response.headers.replaceOrAdd(name: "Connection", value: "close")
+            encoder.writeHead(response, requestMethod: requestMethod, into: &buffer)
+        }
+        output = buffer
     }
+
+    /// Bodies up to this size are copied behind the head into one write; larger ones are written as
+    /// they are, without a copy.
+    private static let coalescedBodyBytes = 4096
 
     func relayResponseBody(_ buffer: ByteBuffer) {
         guard let context else { return }
         core.responseData(buffer, endStream: false, now: .now())
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if encoder.passesBodyThrough && buffer.readableBytes > Self.coalescedBodyBytes {
+            writeOutput(context: context)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            return
+        }
+        var out = output ?? context.channel.allocator.buffer(capacity: buffer.readableBytes + 32)
+        encoder.writeBody(buffer, into: &out)
+        output = out
+    }
+
+    /// Hands what `output` holds to the channel (unflushed).
+    private func writeOutput(context: ChannelHandlerContext) {
+        if let out = output {
+            output = nil
+            context.write(wrapOutboundOut(out), promise: nil)
+        }
+    }
+
+    /// Appends the end of the response to `output`, writes it and flushes.
+    private func endResponse(context: ChannelHandlerContext) {
+        var out = output ?? context.channel.allocator.buffer(capacity: 8)
+        encoder.writeEnd(into: &out)
+        output = nil
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 
     func relayResponseEnded(requestWasComplete: Bool) {
@@ -514,24 +546,25 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         if !requestWasComplete {
             // The receiver answered before the body ended: the rest is read and dropped.
             state = .discarding
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            endResponse(context: context)
             updateReadHold(context: context)
             return
         }
         state = keepAlive ? .idle : .closing
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        endResponse(context: context)
         if keepAlive {
             // The next pipelined request, if one waited, now finds the exchange idle.
-            deliverQueued(context: context)
-            updateReadHold(context: context)
+            decodeRequests(context: context, inRead: false)
         } else {
-            queue.removeAll()
+            decoder.discardBuffered()
             context.close(promise: nil)
         }
     }
 
     func relayReadComplete() {
-        context?.flush()
+        guard let context else { return }
+        writeOutput(context: context)
+        context.flush()
     }
 
     func relayWritabilityChanged(isWritable: Bool) {
@@ -593,19 +626,24 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         held.releaseAll()
         let head = reply.reply.head(
             version: requestVersion, encoding: reply.encoding, bodyLength: reply.body.readableBytes, close: closeAfter)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(reply.body))), promise: nil)
+        // A relayed head not yet written cannot precede a local reply: the exchange replies only
+        // before the response started.
+        output = nil
+        var out = context.channel.allocator.buffer(capacity: 256 + reply.body.readableBytes)
+        encoder.writeHead(head, requestMethod: requestMethod, into: &out)
+        encoder.writeBody(reply.body, into: &out)
+        encoder.writeEnd(into: &out)
         if closeAfter {
             state = .closing
-            queue.removeAll()
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
+            decoder.discardBuffered()
+            context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenComplete { [self] _ in
                 lingeringClose(context: context)
             }
         } else {
             state = requestComplete ? .idle : .discarding
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
             // The next pipelined request, if one waited, now finds this one finished.
-            deliverQueued(context: context)
+            decodeRequests(context: context, inRead: false)
         }
         updateReadHold(context: context)
     }
@@ -630,13 +668,14 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         core.clientGone()
         if case .forwarding(let relay) = state { relay.abort() }
         held.releaseAll()
-        queue.removeAll()
+        decoder.discardBuffered()
+        output = nil
         state = .closing
         context.close(promise: nil)
     }
 
     /// Holds client reads while waiting for an upstream connection or while it cannot take more, and
-    /// while a pipelined request waits in the queue.
+    /// while a pipelined request waits unparsed for the response before it.
     private func updateReadHold(context: ChannelHandlerContext) {
         let stateHolds: Bool
         switch state {
@@ -644,7 +683,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         case .forwarding(let relay): stateHolds = !relay.isWritable
         case .idle, .discarding, .closing, .reading: stateHolds = false
         }
-        readsHeld = stateHolds || !queue.isEmpty
+        readsHeld = stateHolds || (awaitsResponse && decoder.hasBufferedBytes)
         if !readsHeld && pendingRead {
             pendingRead = false
             context.read()

@@ -5,7 +5,8 @@ import ProxyTLS
 
 /// Waits for the TLS handshake and installs the protocol front the client negotiated with ALPN.
 ///
-/// `h2` gets the HTTP/2 front; `http/1.1` or no ALPN the HTTP/1.1 front. Removes itself
+/// `h2` gets the HTTP/2 front; `http/1.1` or no ALPN the HTTP/1.1 front (`HTTP1ExchangeHandler`,
+/// its own codec). Removes itself
 /// once the front is installed. The TLS handler fires the handshake event before it passes on any
 /// application data, so nothing reaches the front before it is in place.
 final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -72,25 +73,11 @@ final class ProtocolSelectionHandler: ChannelInboundHandler, RemovableChannelHan
             }
             do {
                 let sync = context.pipeline.syncOperations
-                // The decoder enforces the header limits while it buffers, so an oversized head is
-                // refused (431) before it is held in memory; the exchange checks the same limits.
-                var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-                decoderLimits.maxHeaderFieldSize = runtime.limits.maxHeaderBytes
-                decoderLimits.maxHeaderListSize = runtime.limits.maxHeaderBytes
-                decoderLimits.maxHeaderFieldCount = runtime.limits.maxHeaderCount
-                // The framing budget counts the bytes read before the decoder and what it made of
-                // them right after it (the exchange, which also does the pipelining, counts those).
-                let meter = HTTP1FramingMeter(budget: HTTP1FramingBudget(
-                    maxHeaderBytes: runtime.limits.maxHeaderBytes, maxHeaderCount: runtime.limits.maxHeaderCount))
-                let rawCounter = HTTP1RawByteCounter(meter: meter)
-                try sync.addHandler(rawCounter, position: .after(self))
-                try sync.configureHTTPServerPipeline(
-                    position: .after(rawCounter), withPipeliningAssistance: false, withErrorHandling: false,
-                    withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+                // The HTTP/1.1 front is the connection's codec too: it parses requests and writes
+                // responses itself, right behind TLS.
                 try sync.addHandler(
                     HTTP1ExchangeHandler(
-                        connectionRuntime: runtime, pools: pools, pool: pools.http(on: context.eventLoop), meter: meter,
-                        services: services,
+                        connectionRuntime: runtime, pools: pools, pool: pools.http(on: context.eventLoop), services: services,
                         peerCertificate: peerCertificate, logger: logger))
                 if draining { context.fireUserInboundEventTriggered(ProxyDrainEvent()) }
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
