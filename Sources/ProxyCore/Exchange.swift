@@ -485,11 +485,12 @@ struct Exchange {
         let out: ClientResponseHead
         switch client {
         case .http1(let version):
-            var headers = HTTPHeaders()
-            headers.reserveCapacity(12)
+            // Pairs made into headers once (`HTTPHeaders.add` would check every name again).
+            var pairs: [(String, String)] = []
+            pairs.reserveCapacity(12)
             let nominated = fromHTTP2 ? [] : HeaderPolicy.connectionNominated(pairs: fields)
-            policy.forEachResponseField(fields, nominated: nominated) { name, _, value in headers.add(name: name, value: value) }
-            out = .http1(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers))
+            policy.forEachResponseField(fields, nominated: nominated) { name, _, value in pairs.append((name, value)) }
+            out = .http1(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: HTTPHeaders(pairs)))
         case .http2:
             var out2 = [HTTP2HeaderField(name: ":status", value: String(status))]
             out2 += policy.clientResponseFields(from: fields, fromHTTP2: fromHTTP2)

@@ -117,7 +117,14 @@ public struct HeaderPolicy: Sendable {
         connectionNominated(values: fields.lazy.filter { $0.name == "connection" }.map(\.value))
     }
 
+    /// What `Connection: close` nominates, made once.
+    private static let closeOnly: Set<String> = ["close"]
+
     private static func connectionNominated(values: some Sequence<String>) -> Set<String> {
+        // The usual values, `keep-alive` and `close`, decided without splitting or a new set: the
+        // first names a hop-by-hop field, dropped anyway, so only `close` is kept as a nominated name.
+        var closes = false
+        if values.allSatisfy({ onlyKeepAliveOrClose($0, closes: &closes) }) { return closes ? closeOnly : [] }
         var names: Set<String> = []
         for value in values {
             for token in value.split(separator: ",") {
@@ -130,5 +137,37 @@ public struct HeaderPolicy: Sendable {
             }
         }
         return names
+    }
+
+    /// True when `value` lists only `keep-alive` and `close` (any case, spaces and tabs around them);
+    /// sets `closes` when it lists `close`.
+    private static func onlyKeepAliveOrClose(_ value: String, closes: inout Bool) -> Bool {
+        var utf8 = value.utf8[...]
+        while !utf8.isEmpty {
+            var token = utf8.prefix { $0 != UInt8(ascii: ",") }
+            utf8 = utf8.dropFirst(token.count + 1)
+            while let first = token.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { token = token.dropFirst() }
+            while let last = token.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { token = token.dropLast() }
+            if equalsLowercased(token, "keep-alive") { continue }
+            if equalsLowercased(token, "close") {
+                closes = true
+                continue
+            }
+            return false
+        }
+        return true
+    }
+
+    private static func equalsLowercased(_ bytes: Substring.UTF8View, _ lower: StaticString) -> Bool {
+        guard bytes.count == lower.utf8CodeUnitCount else { return false }
+        return lower.withUTF8Buffer { expected in
+            var index = 0
+            for byte in bytes {
+                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                guard folded == expected[index] else { return false }
+                index += 1
+            }
+            return true
+        }
     }
 }

@@ -84,23 +84,23 @@ extension HeaderPolicy {
             for (name, value) in extra { out.append(HTTP2HeaderField(name: name.lowercased(), value: value)) }
             return .h2c(out)
         case .http:
-            var headers = HTTPHeaders()
-            headers.reserveCapacity(20)
-            headers.add(name: "Host", value: authority)
+            // Built as pairs and made into headers once: `HTTPHeaders.add` checks every name again,
+            // and these names are the client's (checked by the parser or nghttp2) or the configuration's.
+            var pairs: [(String, String)] = []
+            pairs.reserveCapacity(20)
+            pairs.append(("Host", authority))
             forwardedRequestFields(fields, nominated: nominated) { name, lower, value in
                 if lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
-                headers.add(name: name, value: value)
+                pairs.append((name, value))
             }
-            headers.add(name: tenantHeader, value: tenant)
-            for (name, value) in extra { headers.add(name: name, value: value) }
+            pairs.append((tenantHeader, tenant))
+            for (name, value) in extra { pairs.append((name, value)) }
             if let rewrittenLength {
-                headers.add(name: "content-length", value: String(rewrittenLength))
+                pairs.append(("content-length", String(rewrittenLength)))
             } else if endStream && !declaresLength {
-                headers.add(name: "content-length", value: "0")
+                pairs.append(("content-length", "0"))
             }
-            var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: target)
-            request.headers = headers
-            return .http1(request)
+            return .http1(HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: HTTPHeaders(pairs)))
         }
     }
 
