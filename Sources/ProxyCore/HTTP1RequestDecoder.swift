@@ -19,6 +19,7 @@ import NIOHTTP1
 /// - a field name that is not a token, whitespace before the colon, obs-fold (a line starting with
 ///   space or tab), control characters (NUL, CR, DEL...) in a value;
 /// - Content-Length and Transfer-Encoding together, more than one Content-Length (even equal),
+///   either name spelt with `_` for `-`,
 ///   a Content-Length that is not plain digits (no sign, list or hex), more than one
 ///   Transfer-Encoding, any transfer coding but exactly `chunked`;
 /// - a chunk size that is not 1 to 15 hex digits directly followed by CRLF or `;`, chunk extensions
@@ -298,6 +299,11 @@ struct HTTP1RequestDecoder {
             chunked = true
         case 10 where Self.equalsLowercased(span, at: name, length: 10, "connection"):
             connectionTokens(span, value: value, valueEnd: valueEnd)
+        case 14 where Self.equalsLowercased(span, at: name, length: 14, "content-length", underscoreAsDash: true),
+            17 where Self.equalsLowercased(span, at: name, length: 17, "transfer-encoding", underscoreAsDash: true):
+            // `Content_Length`, `transfer_encoding`: receivers that map `_` to `-` (CGI-style
+            // gateways) would read a framing field the proxy did not.
+            return .malformed(.unparsable)
         default:
             break
         }
@@ -493,12 +499,16 @@ struct HTTP1RequestDecoder {
     }
 
     /// True when the `length` bytes at offset `index` are `lower` in any ASCII case.
-    private static func equalsLowercased(_ span: Span<UInt8>, at index: Int, length: Int, _ lower: StaticString) -> Bool {
+    /// With `underscoreAsDash`, `_` also matches `-`.
+    private static func equalsLowercased(
+        _ span: Span<UInt8>, at index: Int, length: Int, _ lower: StaticString, underscoreAsDash: Bool = false
+    ) -> Bool {
         guard length == lower.utf8CodeUnitCount else { return false }
         return lower.withUTF8Buffer { expected in
             for offset in 0..<length {
                 let byte = span[index + offset]
-                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                var folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                if underscoreAsDash && folded == UInt8(ascii: "_") { folded = UInt8(ascii: "-") }
                 guard folded == expected[offset] else { return false }
             }
             return true

@@ -175,6 +175,8 @@ final class HTTP1RequestDecoderTests: XCTestCase {
         ("CL empty", post + "Content-Length: \r\n\r\n", "malformed_http"),
         ("CL 19 digits", post + "Content-Length: 1000000000000000000\r\n\r\n", "malformed_http"),
         ("CL inner space", post + "Content-Length: 1 2\r\n\r\n", "malformed_http"),
+        ("CL with underscore", post + "Content_Length: 5\r\n\r\nhello", "malformed_http"),
+        ("TE with underscore", post + "transfer_encoding: chunked\r\n\r\n0\r\n\r\n", "malformed_http"),
         ("space before colon", post + "Content-Length : 5\r\n\r\nhello", "malformed_http"),
         ("tab before colon", post + "X-A\t: 5\r\n\r\n", "malformed_http"),
         ("obs-fold space", post + "X-A: 1\r\n 2\r\n\r\n", "malformed_http"),
