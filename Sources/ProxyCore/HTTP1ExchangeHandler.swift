@@ -11,7 +11,7 @@ import ProxyTLS
 ///
 /// What stays here is HTTP/1.1 mechanics. It sits last in the client pipeline, right behind TLS, and
 /// is the connection's HTTP/1.1 codec: it reads requests with its own strict parser
-/// (`HTTP1RequestDecoder`, which owns the bytes read and not yet parsed) and writes responses straight
+/// (`HTTP1MessageDecoder`, which owns the bytes read and not yet parsed) and writes responses straight
 /// into bytes (`HTTP1ResponseEncoder`), so no request or response part crosses the pipeline. It handles
 /// pipelining by parsing one request at a time: bytes of a next request that arrive while the previous
 /// response is still going out stay unparsed in the decoder (with client reads held) and are parsed,
@@ -77,7 +77,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
     private var requestMethod: HTTPMethod = .POST
     private var keepAlive = true
     /// The request parser, holding the bytes read and not yet parsed.
-    private var decoder: HTTP1RequestDecoder
+    private var decoder: HTTP1MessageDecoder
     private var encoder = HTTP1ResponseEncoder()
     /// Response bytes not yet handed to the channel: a relayed head waits here for the body and end
     /// that usually follow in the same read from the receiver, so a small response is one write.
@@ -118,7 +118,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
         self.pool = pool
         // The parser enforces the header limits while it buffers, so an oversized head is refused
         // (431) before it is held in memory; the exchange checks the exact limits on the whole head.
-        self.decoder = HTTP1RequestDecoder(
+        self.decoder = HTTP1MessageDecoder(
             maxHeaderBytes: runtime.limits.maxHeaderBytes, maxHeaderCount: runtime.limits.maxHeaderCount)
         self.services = services
         self.peerCertificate = peerCertificate
@@ -220,6 +220,9 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, UpstreamHTTP1RelayClient
                 receivedPart(.end, context: context)
             case .error(let cause):
                 receivedError(cause, context: context)
+            case .responseHead:
+                // A request decoder produces no responses.
+                closeNow(context: context)
             }
             delivered = true
         }

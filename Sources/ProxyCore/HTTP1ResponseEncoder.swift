@@ -125,7 +125,7 @@ struct HTTP1ResponseEncoder {
         framing = .none
     }
 
-    private static func writeHex(_ value: Int, into out: inout ByteBuffer) {
+    static func writeHex(_ value: Int, into out: inout ByteBuffer) {
         var shift = (Int.bitWidth - value.leadingZeroBitCount + 3) / 4 * 4 - 4
         if shift < 0 { shift = 0 }
         while shift >= 0 {

@@ -43,7 +43,7 @@ final class UpstreamHTTP1Pool {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .fireError)
+                    // The connection is its own HTTP/1.1 codec.
                     try sync.addHandler(UpstreamHTTP1Connection())
                 }
             }

@@ -59,7 +59,7 @@ final class UpstreamHTTP1Relay: UpstreamHTTP1Exchange {
         if declaredLength == 0 && !requestComplete {
             heldHead = head
         } else {
-            connection.write(.head(head))
+            connection.writeHead(head)
         }
     }
 
@@ -71,7 +71,7 @@ final class UpstreamHTTP1Relay: UpstreamHTTP1Exchange {
         var sendable = data
         if end {
             if let head = heldHead {
-                connection.write(.head(head))
+                connection.writeHead(head)
                 heldHead = nil
             }
             if var held = heldBody {
@@ -94,9 +94,9 @@ final class UpstreamHTTP1Relay: UpstreamHTTP1Exchange {
             }
         }
         forwardedBytes += sendable.readableBytes
-        if sendable.readableBytes > 0 { connection.write(.body(.byteBuffer(sendable))) }
+        if sendable.readableBytes > 0 { connection.writeBody(sendable) }
         if end {
-            connection.write(.end(nil))
+            connection.writeEnd()
             requestSent = true
         }
         if flush || end { connection.flush() }

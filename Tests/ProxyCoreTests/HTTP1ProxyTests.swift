@@ -86,6 +86,39 @@ final class HTTP1ProxyTests: XCTestCase {
         await upstream.stop()
     }
 
+    /// The receiver's chunked response reaches the client whole (the proxy reads and writes the
+    /// chunked framing itself), and the upstream connection is reused.
+    func testTLSToH1_ChunkedUpstreamResponse_RelayedWholeConnectionReused() async throws {
+        let (upstream, proxy) = try await start(.respondChunked(status: .ok, parts: ["par", "tial", String(repeating: "x", count: 9000)]))
+        let url = "https://127.0.0.1:\(proxy.httpPort)/v1/traces"
+        let first = try curl(auth + ["-H", "Content-Type: application/x-protobuf", "-d", "a", url], caFile: files.caFile)
+        XCTAssertEqual(first.status, 200)
+        XCTAssertEqual(first.body, "partial" + String(repeating: "x", count: 9000))
+        XCTAssertEqual(first.headers["transfer-encoding"], ["chunked"])
+        let second = try curl(auth + ["-H", "Content-Type: application/x-protobuf", "-d", "b", url], caFile: files.caFile)
+        XCTAssertEqual(second.status, 200)
+        XCTAssertEqual(upstream.requests.map { String(decoding: $0.body, as: UTF8.self) }, ["a", "b"])
+        XCTAssertEqual(upstream.connections, 1, "a chunked response leaves the connection reusable")
+        await proxy.stop()
+        await upstream.stop()
+    }
+
+    /// A response without a length ends with the receiver's close: the client gets it whole (framed
+    /// chunked for HTTP/1.1) and the next request goes on a new upstream connection.
+    func testTLSToH1_UpstreamResponseEndedByClose_RelayedWholeConnectionNotReused() async throws {
+        let (upstream, proxy) = try await start(.respondUntilClose(status: .accepted, body: "until the close"))
+        let url = "https://127.0.0.1:\(proxy.httpPort)/v1/traces"
+        for body in ["a", "b"] {
+            let result = try curl(auth + ["-H", "Content-Type: application/x-protobuf", "-d", body, url], caFile: files.caFile)
+            XCTAssertEqual(result.status, 202)
+            XCTAssertEqual(result.body, "until the close")
+        }
+        XCTAssertEqual(upstream.requests.map { String(decoding: $0.body, as: UTF8.self) }, ["a", "b"])
+        XCTAssertEqual(upstream.connections, 2, "a connection whose close ended the response is not reused")
+        await proxy.stop()
+        await upstream.stop()
+    }
+
     func testTLSToH1_WrongOrMissingToken_401_NothingForwarded() async throws {
         let (upstream, proxy) = try await start()
         let url = "https://127.0.0.1:\(proxy.httpPort)/v1/traces"

@@ -96,6 +96,10 @@ func runProcess(_ executable: String, _ arguments: [String], in directory: URL? 
 final class RecordingUpstream: Sendable {
     enum Behaviour: Sendable {
         case respond(status: HTTPResponseStatus, body: String)
+        /// A chunked response, one chunk per part.
+        case respondChunked(status: HTTPResponseStatus, parts: [String])
+        /// An HTTP/1.0 response without a length: the close ends its body.
+        case respondUntilClose(status: HTTPResponseStatus, body: String)
         /// Reads the request, then closes without a response.
         case closeWithoutResponse
         /// Reads the request and never answers.
@@ -168,6 +172,18 @@ final class RecordingUpstream: Sendable {
                     context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
                     context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
                     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                case .respondChunked(let status, let parts):
+                    let headers = HTTPHeaders([("Content-Type", "application/x-protobuf")])
+                    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+                    for part in parts {
+                        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: part)))), promise: nil)
+                    }
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                case .respondUntilClose(let status, let text):
+                    let headers = HTTPHeaders([("Content-Type", "application/x-protobuf")])
+                    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_0, status: status, headers: headers))), promise: nil)
+                    context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+                    context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
                 case .closeWithoutResponse:
                     context.close(promise: nil)
                 case .stall:

@@ -1,16 +1,18 @@
 import NIOCore
 import NIOHTTP1
 
-/// The proxy's HTTP/1.1 request parser: request heads and their bodies (Content-Length or chunked)
-/// from the bytes of one client connection, strictly.
+/// The proxy's HTTP/1.1 parser: request heads and their bodies (Content-Length or chunked) from the
+/// bytes of one client connection, strictly; or, for the upstream connections, the receiver's
+/// responses the same way (`kind`).
 ///
-/// A pure value: the HTTP/1.1 front (`HTTP1ExchangeHandler`) appends what it reads with `feed` and
-/// pulls events with `next`, one at a time, so it can stop between requests (pipelining) and leave
-/// the rest of the bytes here, unparsed. Nothing is copied per header but its name and value strings,
-/// made once the whole head has been checked; body events are slices of the bytes read.
+/// A pure value: the HTTP/1.1 front (`HTTP1ExchangeHandler`) and the upstream connection
+/// (`UpstreamHTTP1Connection`) append what they read with `feed` and pull events with `next`, one at
+/// a time, so the front can stop between requests (pipelining) and leave the rest of the bytes here,
+/// unparsed. Nothing is copied per header but its name and value strings, made once the whole head
+/// has been checked; body events are slices of the bytes read.
 ///
-/// What it refuses, each one an `.error` after which it produces nothing more (the connection is
-/// answered 400, or 431 for the header limits, and closed):
+/// What it refuses, each one an `.error` after which it produces nothing more (a client is answered
+/// 400, or 431 for the header limits, and its connection closed; an upstream connection is closed):
 ///
 /// - anything but CRLF line ends (a bare LF, or a CR not followed by LF, anywhere in a head, a
 ///   chunk line or the trailers);
@@ -30,10 +32,21 @@ import NIOHTTP1
 ///
 /// Upgrade, Host and Transfer-Encoding on HTTP/1.0 are the exchange's rules (`Exchange.receivedHead`):
 /// the head goes to it as read, framed as it says. Trailer fields are checked and dropped.
-struct HTTP1RequestDecoder {
+///
+/// Responses: a status line `HTTP/1.1 (or 1.0) SP 3DIGIT [SP reason]`, the same field rules; no body
+/// after 1xx (no end either: the final response follows), 204 and 304; Transfer-Encoding exactly
+/// `chunked`, or one Content-Length, or else a body that ends with the connection (`inputClosed`).
+struct HTTP1MessageDecoder {
+    enum Kind {
+        case request
+        case response
+    }
+
     enum Event {
         /// A request head; `keepAlive` as its version and `Connection` tokens say.
         case head(HTTPRequestHead, keepAlive: Bool)
+        /// A response head (`kind` response); `keepAlive` false also when only the close ends its body.
+        case responseHead(HTTPResponseHead, keepAlive: Bool)
         /// Body bytes (never empty), a slice of what was read.
         case body(ByteBuffer)
         /// The request ended (after its body, or right after a head without one).
@@ -49,8 +62,10 @@ struct HTTP1RequestDecoder {
     /// Framing bytes (chunk-size lines with extensions, CRLF after chunk data, trailers) a request
     /// may have beyond its body's size.
     let framingPerRequest: Int
+    let kind: Kind
 
-    init(maxHeaderBytes: Int, maxHeaderCount: Int, framingPerRequest: Int = 16 * 1024) {
+    init(kind: Kind = .request, maxHeaderBytes: Int, maxHeaderCount: Int, framingPerRequest: Int = 16 * 1024) {
+        self.kind = kind
         // Room for ": " and CRLF per field, optional whitespace, the request line and blank line.
         self.maxHeadBytes = maxHeaderBytes + 8 * maxHeaderCount + 1024
         self.maxHeaderCount = maxHeaderCount
@@ -66,6 +81,8 @@ struct HTTP1RequestDecoder {
         case trailers
         /// A head without a body was just produced: its end comes next.
         case endPending
+        /// A response body that ends with the connection.
+        case untilClose
         case failed
     }
 
@@ -91,6 +108,8 @@ struct HTTP1RequestDecoder {
     private var targetStart = 0
     private var targetLength = 0
     private var minorVersion = 1
+    /// A response's status code.
+    private var statusCode = 0
     private var fields: [FieldRange] = []
     private var contentLengths = 0
     private var contentLength = -1
@@ -132,6 +151,9 @@ struct HTTP1RequestDecoder {
             return .end
         case .head:
             return readHead()
+        case .untilClose:
+            guard buffer.readableBytes > 0 else { return nil }
+            return .body(buffer.readSlice(length: buffer.readableBytes)!)
         case .fixedBody(let remaining):
             let available = buffer.readableBytes
             guard available > 0 else { return nil }
@@ -158,6 +180,14 @@ struct HTTP1RequestDecoder {
         case .trailers:
             return readTrailers()
         }
+    }
+
+    /// The connection's input ended: the end of a response whose body the close ends; nil otherwise
+    /// (a message cut short is the caller's to handle as a broken connection).
+    mutating func inputClosed() -> Event? {
+        guard case .untilClose = state else { return nil }
+        state = .failed
+        return .end
     }
 
     private mutating func fail(_ cause: ReplyCause) -> Event {
@@ -204,7 +234,8 @@ struct HTTP1RequestDecoder {
             if !sawRequestLine {
                 // Empty lines before a request line are ignored (RFC 9112 §2.2).
                 if start == end { continue }
-                guard requestLine(span, start: start, end: end) else { return fail(.malformed(.unparsable)) }
+                let valid = kind == .request ? requestLine(span, start: start, end: end) : statusLine(span, start: start, end: end)
+                guard valid else { return fail(.malformed(.unparsable)) }
                 sawRequestLine = true
                 continue
             }
@@ -233,6 +264,32 @@ struct HTTP1RequestDecoder {
             span[index + 7] == UInt8(ascii: "1") || span[index + 7] == UInt8(ascii: "0")
         else { return false }
         minorVersion = span[index + 7] == UInt8(ascii: "1") ? 1 : 0
+        return true
+    }
+
+    /// `HTTP/1.1 SP 3DIGIT [SP reason-phrase]` (or HTTP/1.0); the reason is not kept (the client gets
+    /// the usual phrase for the code).
+    private mutating func statusLine(_ span: Span<UInt8>, start: Int, end: Int) -> Bool {
+        guard end - start >= 12, span[start] == UInt8(ascii: "H"), span[start + 1] == UInt8(ascii: "T"),
+            span[start + 2] == UInt8(ascii: "T"), span[start + 3] == UInt8(ascii: "P"), span[start + 4] == UInt8(ascii: "/"),
+            span[start + 5] == UInt8(ascii: "1"), span[start + 6] == UInt8(ascii: "."),
+            span[start + 7] == UInt8(ascii: "1") || span[start + 7] == UInt8(ascii: "0"), span[start + 8] == UInt8(ascii: " ")
+        else { return false }
+        minorVersion = span[start + 7] == UInt8(ascii: "1") ? 1 : 0
+        var code = 0
+        for index in start + 9..<start + 12 {
+            let digit = span[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return false }
+            code = code * 10 + Int(digit)
+        }
+        guard code >= 100 else { return false }
+        statusCode = code
+        guard end > start + 12 else { return true }
+        guard span[start + 12] == UInt8(ascii: " ") else { return false }
+        for index in start + 13..<end {
+            let byte = span[index]
+            guard byte == UInt8(ascii: "\t") || (byte >= 0x20 && byte != 0x7F) else { return false }
+        }
         return true
     }
 
@@ -338,29 +395,50 @@ struct HTTP1RequestDecoder {
                     buffer.getString(at: base + field.valueStart, length: field.valueLength)!
                 ))
         }
-        let method: HTTPMethod
-        if methodLength == 4, buffer.getInteger(at: base + methodStart, as: UInt32.self) == 0x504F_5354 {
-            method = .POST
-        } else {
-            method = HTTPMethod(rawValue: buffer.getString(at: base + methodStart, length: methodLength)!)
-        }
-        let target = buffer.getString(at: base + targetStart, length: targetLength)!
         let version: HTTPVersion = minorVersion == 1 ? .http1_1 : .http1_0
-        let keepAlive = minorVersion == 1 ? !connectionClose : connectionKeepAlive && !connectionClose
-        let head = HTTPRequestHead(version: version, method: method, uri: target, headers: HTTPHeaders(headers))
-
-        buffer.moveReaderIndex(forwardBy: scanned)
+        var keepAlive = minorVersion == 1 ? !connectionClose : connectionKeepAlive && !connectionClose
+        let event: Event
         bodyBytes = 0
         framingBytes = 0
-        if chunked {
-            state = .chunkLine
-        } else if contentLength > 0 {
-            state = .fixedBody(remaining: contentLength)
-        } else {
-            state = .endPending
+        switch kind {
+        case .request:
+            let method: HTTPMethod
+            if methodLength == 4, buffer.getInteger(at: base + methodStart, as: UInt32.self) == 0x504F_5354 {
+                method = .POST
+            } else {
+                method = HTTPMethod(rawValue: buffer.getString(at: base + methodStart, length: methodLength)!)
+            }
+            let target = buffer.getString(at: base + targetStart, length: targetLength)!
+            event = .head(HTTPRequestHead(version: version, method: method, uri: target, headers: HTTPHeaders(headers)), keepAlive: keepAlive)
+            if chunked {
+                state = .chunkLine
+            } else if contentLength > 0 {
+                state = .fixedBody(remaining: contentLength)
+            } else {
+                state = .endPending
+            }
+        case .response:
+            // No body after 1xx (and no end: the final response follows), 204 and 304, whatever
+            // the fields say (RFC 9112 §6.3).
+            if statusCode < 200 {
+                state = .head
+            } else if statusCode == 204 || statusCode == 304 {
+                state = .endPending
+            } else if chunked {
+                state = .chunkLine
+            } else if contentLength >= 0 {
+                state = contentLength > 0 ? .fixedBody(remaining: contentLength) : .endPending
+            } else {
+                state = .untilClose
+                keepAlive = false
+            }
+            event = .responseHead(
+                HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: statusCode), headers: HTTPHeaders(headers)),
+                keepAlive: keepAlive)
         }
+        buffer.moveReaderIndex(forwardBy: scanned)
         resetHead()
-        return .head(head, keepAlive: keepAlive)
+        return event
     }
 
     private mutating func resetHead() {

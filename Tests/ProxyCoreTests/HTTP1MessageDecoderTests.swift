@@ -6,7 +6,7 @@ import XCTest
 
 /// The HTTP/1.1 request parser as a pure value: named fixtures of bytes in, events out. Every
 /// fixture is also fed one byte at a time, which must give the same events (body slices joined).
-final class HTTP1RequestDecoderTests: XCTestCase {
+final class HTTP1MessageDecoderTests: XCTestCase {
     /// What a run of the decoder produced, body bytes joined per request.
     enum Outcome: Equatable {
         case request(method: String, target: String, version: String, fields: [String], keepAlive: Bool, body: String)
@@ -20,7 +20,7 @@ final class HTTP1RequestDecoderTests: XCTestCase {
     private func decode(_ bytes: [UInt8], maxHeaderBytes: Int = 8192, maxHeaderCount: Int = 20, byteByByte: Bool)
         -> [Outcome]
     {
-        var decoder = HTTP1RequestDecoder(maxHeaderBytes: maxHeaderBytes, maxHeaderCount: maxHeaderCount)
+        var decoder = HTTP1MessageDecoder(maxHeaderBytes: maxHeaderBytes, maxHeaderCount: maxHeaderCount)
         var outcomes: [Outcome] = []
         var current: (head: HTTPRequestHead, keepAlive: Bool, body: [UInt8])?
         func drain() -> Bool {
@@ -44,6 +44,9 @@ final class HTTP1RequestDecoderTests: XCTestCase {
                     current = nil
                 case .error(let cause):
                     outcomes.append(.error(cause.reason))
+                    return false
+                case .responseHead:
+                    XCTFail("a response from a request decoder")
                     return false
                 }
             }
@@ -224,7 +227,7 @@ final class HTTP1RequestDecoderTests: XCTestCase {
 
     /// Nothing is produced after an error, even if what follows would parse.
     func testAfterError_NothingMore() {
-        var decoder = HTTP1RequestDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
+        var decoder = HTTP1MessageDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
         decoder.feed(ByteBuffer(string: "POST / HTTP/1.1\nHost: a\r\n\r\n"))
         guard case .error = decoder.next() else { return XCTFail("not refused") }
         decoder.feed(ByteBuffer(string: Self.post + "\r\n"))
@@ -243,7 +246,7 @@ final class HTTP1RequestDecoderTests: XCTestCase {
     /// A head longer than the limit is refused while it arrives, before its end, and before it is
     /// all held: the decoder never buffers more than the head allowance and a read.
     func testOversizedHeadStillArriving_431BeforeItsEnd() {
-        var decoder = HTTP1RequestDecoder(maxHeaderBytes: 1024, maxHeaderCount: 10)
+        var decoder = HTTP1MessageDecoder(maxHeaderBytes: 1024, maxHeaderCount: 10)
         decoder.feed(ByteBuffer(string: "POST / HTTP/1.1\r\nX-A: "))
         XCTAssertNil(decoder.next())
         var fed = 0
@@ -263,7 +266,7 @@ final class HTTP1RequestDecoderTests: XCTestCase {
     /// `5;aaaa…` with a 100 KiB extension: refused once the request's framing allowance is used,
     /// long before the extension ends.
     func testLongChunkExtension_RefusedWithinAllowance() {
-        var decoder = HTTP1RequestDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
+        var decoder = HTTP1MessageDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
         decoder.feed(ByteBuffer(string: Self.post + "Transfer-Encoding: chunked\r\n\r\n5;a="))
         guard case .head = decoder.next() else { return XCTFail("no head") }
         var fed = 0

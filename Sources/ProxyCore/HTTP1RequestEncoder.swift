@@ -1,0 +1,101 @@
+import NIOCore
+import NIOHTTP1
+
+/// Writes the requests of one upstream HTTP/1.1 connection straight into bytes: the request line and
+/// fields of a head, then its body in the framing the head chose.
+///
+/// A head with a Content-Length is framed by it (any Transfer-Encoding field dropped); a head without
+/// one gets `transfer-encoding: chunked`, so the receiver always reads exactly one framing. Before a
+/// byte is written the head is checked as the receiver will read it: the target only in RFC 3986's
+/// characters, token field names, no control character but tab in a value. The exchange builds heads
+/// from fields the client's parser (or nghttp2) already checked, so a refusal here means a bug or a
+/// field the configuration added; the connection is then not used. A pure value, one per connection;
+/// one request at a time.
+struct HTTP1RequestEncoder {
+    private var chunked = false
+
+    /// Appends `head`'s request line and fields; false (and nothing appended) when the head cannot be
+    /// written unambiguously.
+    mutating func writeHead(_ head: HTTPRequestHead, into out: inout ByteBuffer) -> Bool {
+        guard Self.isValidTarget(head.uri) else { return false }
+        var hasLength = false
+        var size = 32 + head.method.rawValue.utf8.count + head.uri.utf8.count
+        for (name, value) in head.headers {
+            guard Self.isValidName(name), Self.isValidValue(value) else { return false }
+            if name.utf8.count == 14 && RequestHeadFacts.equalsLowercased(name, "content-length") { hasLength = true }
+            size += name.utf8.count + value.utf8.count + 4
+        }
+        chunked = !hasLength
+        // Gathered in an array and written at once (see `HTTP1ResponseEncoder.writeHead`).
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(size)
+        bytes.append(contentsOf: head.method.rawValue.utf8)
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: head.uri.utf8)
+        bytes.append(contentsOf: head.version.minor == 0 ? " HTTP/1.0\r\n".utf8 : " HTTP/1.1\r\n".utf8)
+        for (name, value) in head.headers {
+            if name.utf8.count == 17 && RequestHeadFacts.equalsLowercased(name, "transfer-encoding") { continue }
+            bytes.append(contentsOf: name.utf8)
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(UInt8(ascii: " "))
+            bytes.append(contentsOf: value.utf8)
+            bytes.append(UInt8(ascii: "\r"))
+            bytes.append(UInt8(ascii: "\n"))
+        }
+        if chunked { bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
+        bytes.append(UInt8(ascii: "\r"))
+        bytes.append(UInt8(ascii: "\n"))
+        out.writeBytes(bytes)
+        return true
+    }
+
+    /// Body bytes go out as they are (the head has a Content-Length), so a large buffer can be written
+    /// without a copy; otherwise `writeBody` frames them.
+    var passesBodyThrough: Bool { !chunked }
+
+    /// Appends body bytes of the current request, framed.
+    func writeBody(_ data: ByteBuffer, into out: inout ByteBuffer) {
+        guard data.readableBytes > 0 else { return }
+        if chunked {
+            HTTP1ResponseEncoder.writeHex(data.readableBytes, into: &out)
+            out.writeStaticString("\r\n")
+            out.writeImmutableBuffer(data)
+            out.writeStaticString("\r\n")
+        } else {
+            out.writeImmutableBuffer(data)
+        }
+    }
+
+    /// Appends the end of the current request (the last chunk when chunked).
+    mutating func writeEnd(into out: inout ByteBuffer) {
+        if chunked { out.writeStaticString("0\r\n\r\n") }
+        chunked = false
+    }
+
+    /// RFC 3986's characters for an origin-form target: unreserved, gen-delims, sub-delims and `%`.
+    static func isValidTarget(_ target: String) -> Bool {
+        !target.isEmpty
+            && target.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                    UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"),
+                    UInt8(ascii: ":"), UInt8(ascii: "/"), UInt8(ascii: "?"), UInt8(ascii: "#"), UInt8(ascii: "["), UInt8(ascii: "]"),
+                    UInt8(ascii: "@"), UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("),
+                    UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="),
+                    UInt8(ascii: "%"):
+                    return true
+                default:
+                    return false
+                }
+            }
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.allSatisfy(HTTP1MessageDecoder.isTokenByte)
+    }
+
+    /// Tab, space, visible characters and obs-text; no other control character, no DEL.
+    static func isValidValue(_ value: String) -> Bool {
+        value.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
+    }
+}
