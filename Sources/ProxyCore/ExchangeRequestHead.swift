@@ -95,18 +95,17 @@ struct RequestHeadFacts {
     var bytes: Int
 
     /// True when `name` is `lower` in any ASCII case (`lower` is given in lower case).
-    static func equalsLowercased(_ name: String, _ lower: StaticString) -> Bool {
-        let utf8 = name.utf8
-        guard utf8.count == lower.utf8CodeUnitCount else { return false }
-        return lower.withUTF8Buffer { expected in
-            var index = 0
-            for byte in utf8 {
-                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-                guard folded == expected[index] else { return false }
-                index += 1
-            }
-            return true
+    /// Compares through the strings' UTF-8 spans: iterating a `String.UTF8View` costs several times more.
+    static func equalsLowercased(_ name: String, _ lower: String) -> Bool {
+        let bytes = name.utf8.span
+        let expected = lower.utf8.span
+        guard bytes.count == expected.count else { return false }
+        for index in bytes.indices {
+            let byte = bytes[index]
+            let folded = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
+            guard folded == expected[index] else { return false }
         }
+        return true
     }
 
     init(_ head: ExchangeRequestHead) {

@@ -309,16 +309,19 @@ struct HTTP1MessageDecoder {
     /// valid field line (obs-fold, whitespace before the colon, a name that is not a token, a control
     /// character in the value).
     private static func splitField(_ span: Span<UInt8>, start: Int, end: Int) -> (nameEnd: Int, valueStart: Int, valueEnd: Int)? {
-        var index = start
-        while index < end, isTokenByte(span[index]) { index += 1 }
-        guard index > start, index < end, span[index] == UInt8(ascii: ":") else { return nil }
+        // Offsets within the line, so the loops' bounds are the line's own count.
+        let line = span.extracting(start..<end)
+        let count = line.count
+        var index = 0
+        while index < count, isTokenByte(line[index]) { index += 1 }
+        guard index > 0, index < count, line[index] == UInt8(ascii: ":") else { return nil }
         let nameEnd = index
         index += 1
-        while index < end, span[index] == UInt8(ascii: " ") || span[index] == UInt8(ascii: "\t") { index += 1 }
+        while index < count, line[index] == UInt8(ascii: " ") || line[index] == UInt8(ascii: "\t") { index += 1 }
         let valueStart = index
         var valueEnd = index
-        while index < end {
-            let byte = span[index]
+        while index < count {
+            let byte = line[index]
             index += 1
             if byte > 0x20 {
                 // Visible characters and obs-text; not DEL.
@@ -328,7 +331,7 @@ struct HTTP1MessageDecoder {
                 return nil
             }
         }
-        return (nameEnd, valueStart, valueEnd)
+        return (start + nameEnd, start + valueStart, start + valueEnd)
     }
 
     /// Notes what a field says about the message's framing and the connection.
