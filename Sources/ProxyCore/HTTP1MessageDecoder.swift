@@ -224,6 +224,30 @@ struct HTTP1MessageDecoder {
         let span = bytes.readableBytesUInt8Span
         while true {
             let start = scanned
+            if sawRequestLine && searched <= start {
+                // A field line seen for the first time: found and checked in one pass. One that was
+                // cut short by the end of a read is looked for again below, from where the search for
+                // its LF stopped, so a head trickling in byte by byte is not scanned again each time.
+                switch Self.scanFieldLine(span, from: start) {
+                case .incomplete:
+                    searched = span.count
+                    if span.count > maxHeadBytes { return fail(.headersTooLarge) }
+                    return nil
+                case .invalid:
+                    return fail(.malformed(.unparsable))
+                case .empty(let next):
+                    scanned = next
+                    if scanned > maxHeadBytes { return fail(.headersTooLarge) }
+                    return finishHead()
+                case .field(let nameEnd, let valueStart, let valueEnd, let next):
+                    scanned = next
+                    if scanned > maxHeadBytes { return fail(.headersTooLarge) }
+                    if let cause = recordField(span, start: start, nameEnd: nameEnd, valueStart: valueStart, valueEnd: valueEnd) {
+                        return fail(cause)
+                    }
+                    continue
+                }
+            }
             guard let end = Self.lineEnd(span, from: start, searched: &searched) else {
                 if span.count > maxHeadBytes { return fail(.headersTooLarge) }
                 return nil
@@ -298,6 +322,62 @@ struct HTTP1MessageDecoder {
         guard let (nameEnd, valueStart, valueEnd) = Self.splitField(span, start: start, end: end) else {
             return .malformed(.unparsable)
         }
+        return recordField(span, start: start, nameEnd: nameEnd, valueStart: valueStart, valueEnd: valueEnd)
+    }
+
+    /// What one pass over a field line found.
+    private enum FieldScan {
+        case field(nameEnd: Int, valueStart: Int, valueEnd: Int, next: Int)
+        /// The empty line that ends the head.
+        case empty(next: Int)
+        /// The bytes end before the line does.
+        case incomplete
+        case invalid
+    }
+
+    /// A field line (or the empty line) from offset `start`, split and checked as `splitField` does,
+    /// with its CRLF found in the same pass: any other control character, a bare CR or LF included,
+    /// makes it invalid.
+    private static func scanFieldLine(_ span: Span<UInt8>, from start: Int) -> FieldScan {
+        let count = span.count
+        var index = start
+        guard index < count else { return .incomplete }
+        if span[index] == UInt8(ascii: "\r") {
+            guard index + 1 < count else { return .incomplete }
+            return span[index + 1] == UInt8(ascii: "\n") ? .empty(next: index + 2) : .invalid
+        }
+        while index < count, isTokenByte(span[index]) { index += 1 }
+        guard index < count else { return .incomplete }
+        guard index > start, span[index] == UInt8(ascii: ":") else { return .invalid }
+        let nameEnd = index
+        index += 1
+        while index < count, span[index] == UInt8(ascii: " ") || span[index] == UInt8(ascii: "\t") { index += 1 }
+        let valueStart = index
+        var valueEnd = index
+        while index < count {
+            let byte = span[index]
+            if byte > 0x20 {
+                // Visible characters and obs-text; not DEL.
+                guard byte != 0x7F else { return .invalid }
+                index += 1
+                valueEnd = index
+            } else if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                index += 1
+            } else {
+                // A control character: only CRLF, which ends the line.
+                guard byte == UInt8(ascii: "\r") else { return .invalid }
+                guard index + 1 < count else { return .incomplete }
+                guard span[index + 1] == UInt8(ascii: "\n") else { return .invalid }
+                return .field(nameEnd: nameEnd, valueStart: valueStart, valueEnd: valueEnd, next: index + 2)
+            }
+        }
+        return .incomplete
+    }
+
+    /// Records a checked field line and notes its framing; the cause when it is refused.
+    private mutating func recordField(_ span: Span<UInt8>, start: Int, nameEnd: Int, valueStart: Int, valueEnd: Int)
+        -> ReplyCause?
+    {
         if fields.count == maxHeaderCount { return .headersTooLarge }
         if fields.isEmpty { fields.reserveCapacity(16) }
         fields.append(
