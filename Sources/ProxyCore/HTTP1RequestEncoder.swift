@@ -18,23 +18,22 @@ struct HTTP1RequestEncoder {
     /// written unambiguously.
     mutating func writeHead(_ head: HTTPRequestHead, into out: inout ByteBuffer) -> Bool {
         guard Self.isValidTarget(head.uri) else { return false }
-        var hasLength = false
-        var size = 32 + head.method.rawValue.utf8.count + head.uri.utf8.count
-        for (name, value) in head.headers {
-            guard Self.isValidName(name), Self.isValidValue(value) else { return false }
-            if name.utf8.count == 14 && RequestHeadFacts.equalsLowercased(name, "content-length") { hasLength = true }
-            size += name.utf8.count + value.utf8.count + 4
-        }
-        chunked = !hasLength
-        // Gathered in an array and written at once (see `HTTP1ResponseEncoder.writeHead`).
+        // Gathered in an array and written at once (see `HTTP1ResponseEncoder.writeHead`), each field
+        // checked as it is appended; nothing reaches `out` unless all of them pass.
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(size)
+        bytes.reserveCapacity(512)
         bytes.append(contentsOf: head.method.rawValue.utf8)
         bytes.append(UInt8(ascii: " "))
         bytes.append(contentsOf: head.uri.utf8)
         bytes.append(contentsOf: head.version.minor == 0 ? " HTTP/1.0\r\n".utf8 : " HTTP/1.1\r\n".utf8)
+        var hasLength = false
         for (name, value) in head.headers {
-            if name.utf8.count == 17 && RequestHeadFacts.equalsLowercased(name, "transfer-encoding") { continue }
+            guard Self.isValidName(name), Self.isValidValue(value) else { return false }
+            switch name.utf8.count {
+            case 14 where RequestHeadFacts.equalsLowercased(name, "content-length"): hasLength = true
+            case 17 where RequestHeadFacts.equalsLowercased(name, "transfer-encoding"): continue
+            default: break
+            }
             bytes.append(contentsOf: name.utf8)
             bytes.append(UInt8(ascii: ":"))
             bytes.append(UInt8(ascii: " "))
@@ -42,6 +41,7 @@ struct HTTP1RequestEncoder {
             bytes.append(UInt8(ascii: "\r"))
             bytes.append(UInt8(ascii: "\n"))
         }
+        chunked = !hasLength
         if chunked { bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
         bytes.append(UInt8(ascii: "\r"))
         bytes.append(UInt8(ascii: "\n"))

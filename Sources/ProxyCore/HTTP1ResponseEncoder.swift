@@ -33,30 +33,12 @@ struct HTTP1ResponseEncoder {
         let code = Int(head.status.code)
         let informational = code >= 100 && code < 200 && code != 101
         let mayHaveBody = !(code >= 100 && code < 200) && code != 204 && code != 304
-        var hasLength = false
-        if mayHaveBody {
-            for (name, _) in head.headers where name.utf8.count == 14 && RequestHeadFacts.equalsLowercased(name, "content-length") {
-                hasLength = true
-                break
-            }
-        }
         let isHTTP11 = head.version.major == 1 && head.version.minor >= 1
-        if !mayHaveBody {
-            framing = .none
-        } else if hasLength {
-            framing = .length
-        } else if isHTTP11 {
-            framing = .chunked
-        } else {
-            framing = .untilClose
-        }
 
         // Gathered in an array and written at once: each ByteBuffer write checks capacity and
         // uniqueness again, which costs more than the bytes themselves for short fields.
         var bytes: [UInt8] = []
-        var size = 64 + head.status.reasonPhrase.utf8.count
-        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
-        bytes.reserveCapacity(size)
+        bytes.reserveCapacity(512)
         bytes.append(contentsOf: isHTTP11 ? "HTTP/1.1 ".utf8 : "HTTP/1.0 ".utf8)
         if code >= 100 && code <= 999 {
             bytes.append(UInt8(ascii: "0") + UInt8(code / 100))
@@ -69,10 +51,12 @@ struct HTTP1ResponseEncoder {
         bytes.append(contentsOf: head.status.reasonPhrase.utf8)
         bytes.append(UInt8(ascii: "\r"))
         bytes.append(UInt8(ascii: "\n"))
+        var hasLength = false
         for (name, value) in head.headers {
             switch name.utf8.count {
-            case 14 where !mayHaveBody && RequestHeadFacts.equalsLowercased(name, "content-length"):
-                continue
+            case 14 where RequestHeadFacts.equalsLowercased(name, "content-length"):
+                guard mayHaveBody else { continue }
+                hasLength = true
             case 17 where RequestHeadFacts.equalsLowercased(name, "transfer-encoding"):
                 // The framing is this encoder's: a coding named by anyone else never goes out.
                 continue
@@ -85,6 +69,15 @@ struct HTTP1ResponseEncoder {
             bytes.append(contentsOf: value.utf8)
             bytes.append(UInt8(ascii: "\r"))
             bytes.append(UInt8(ascii: "\n"))
+        }
+        if !mayHaveBody {
+            framing = .none
+        } else if hasLength {
+            framing = .length
+        } else if isHTTP11 {
+            framing = .chunked
+        } else {
+            framing = .untilClose
         }
         if case .chunked = framing { bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
         bytes.append(UInt8(ascii: "\r"))
