@@ -225,6 +225,14 @@ final class HTTP1MessageDecoderTests: XCTestCase {
         }
     }
 
+    /// tchar of RFC 9110 §5.6.2, for every byte value.
+    func testTokenBytes_ExactlyTheRFCSet() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for byte in UInt8.min...UInt8.max {
+            XCTAssertEqual(HTTP1MessageDecoder.isTokenByte(byte), tchar.contains(byte), "byte \(byte)")
+        }
+    }
+
     /// Nothing is produced after an error, even if what follows would parse.
     func testAfterError_NothingMore() {
         var decoder = HTTP1MessageDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
