@@ -95,7 +95,7 @@ struct HTTP1MessageDecoder {
     }
 
     /// Bytes read and not consumed yet. While a head arrives its first byte stays at `readerIndex`.
-    private var buffer = ByteBuffer()
+    private var buffer = HTTP1MessageDecoder.empty
     private var state = State.head
 
     // The head being read (offsets from `buffer.readerIndex`).
@@ -138,11 +138,25 @@ struct HTTP1MessageDecoder {
 
     /// Drops whatever is buffered (the connection is closing).
     mutating func discardBuffered() {
-        buffer = ByteBuffer()
+        buffer = Self.empty
     }
+
+    /// Whether the decoder keeps storage of a read alive (for tests: an idle one keeps none).
+    var holdsStorage: Bool { buffer.capacity > 0 }
+
+    /// An empty buffer shared by every decoder: what `buffer` becomes once it is all consumed.
+    private static let empty = ByteBuffer()
 
     /// The next event, or nil when more bytes are needed.
     mutating func next() -> Event? {
+        let event = nextEvent()
+        // Once every byte read is consumed, the read's storage is let go: an idle keep-alive
+        // connection holds no buffer.
+        if event == nil && buffer.readableBytes == 0 && buffer.capacity > 0 { buffer = Self.empty }
+        return event
+    }
+
+    private mutating func nextEvent() -> Event? {
         switch state {
         case .failed:
             return nil
@@ -174,7 +188,7 @@ struct HTTP1MessageDecoder {
             guard buffer.readInteger(as: UInt16.self) == 0x0D0A else { return fail(.malformed(.unparsable)) }
             framingBytes += 2
             state = .chunkLine
-            return next()
+            return nextEvent()
         case .chunkLine:
             return readChunkLine()
         case .trailers:
@@ -192,7 +206,7 @@ struct HTTP1MessageDecoder {
 
     private mutating func fail(_ cause: ReplyCause) -> Event {
         state = .failed
-        buffer = ByteBuffer()
+        buffer = Self.empty
         return .error(cause)
     }
 
@@ -559,7 +573,7 @@ struct HTTP1MessageDecoder {
             return readTrailers()
         }
         state = .chunkData(remaining: size)
-        return next()
+        return nextEvent()
     }
 
     /// `1*15HEXDIG *( ";" name [ "=" ( token / quoted-string ) ] )` from the reader index to `end`,

@@ -233,6 +233,18 @@ final class HTTP1MessageDecoderTests: XCTestCase {
         }
     }
 
+    /// Once a read is all consumed, its storage is let go: an idle keep-alive connection holds no
+    /// buffer, while one holding part of a request keeps it.
+    func testAllBytesConsumed_NoStorageHeld() {
+        var decoder = HTTP1MessageDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
+        decoder.feed(ByteBuffer(string: Self.post + "Content-Length: 2\r\n\r\nok"))
+        while decoder.next() != nil {}
+        XCTAssertFalse(decoder.holdsStorage)
+        decoder.feed(ByteBuffer(string: Self.post))
+        XCTAssertNil(decoder.next())
+        XCTAssertTrue(decoder.holdsStorage, "a head in progress is kept")
+    }
+
     /// Nothing is produced after an error, even if what follows would parse.
     func testAfterError_NothingMore() {
         var decoder = HTTP1MessageDecoder(maxHeaderBytes: 8192, maxHeaderCount: 20)
