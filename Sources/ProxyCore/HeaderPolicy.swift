@@ -48,11 +48,20 @@ public struct HeaderPolicy: Sendable {
             let lower = Self.lowercased(name)
             if lower.utf8.first == UInt8(ascii: ":") { continue }
             if lower == tenantHeaderLowercased || (!ownedHeaders.isEmpty && ownedHeaders.contains(lower)) { continue }
+            // `X_Scope_OrgID`: servers that map `_` to `-` (CGI and WSGI conventions, some frameworks)
+            // would read it as the header the proxy owns.
+            if lower.utf8.contains(UInt8(ascii: "_")) && ownsUnderscoreSpelling(lower) { continue }
             if Self.isHopByHop(lower) { continue }
             if !forwardAuthorization && lower == "authorization" { continue }
             if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
             forward(name, lower, value)
         }
+    }
+
+    /// Whether a name with underscores is, with `-` for `_`, the tenant header or another owned one.
+    private func ownsUnderscoreSpelling(_ lower: String) -> Bool {
+        let dashed = String(decoding: lower.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : $0 }, as: UTF8.self)
+        return dashed == tenantHeaderLowercased || ownedHeaders.contains(dashed)
     }
 
     /// The headers relayed to the client from an upstream response: hop-by-hop ones are dropped, the

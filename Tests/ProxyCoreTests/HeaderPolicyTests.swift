@@ -32,6 +32,15 @@ final class HeaderPolicyTests: XCTestCase {
         XCTAssertEqual(out["host"], ["proxy:4318"])
     }
 
+    func testRewrite_UnderscoreSpellingsOfOwnedHeaders_Dropped() {
+        let client = HTTPHeaders([
+            ("X_Scope_OrgID", "evil"), ("x-scope_orgid", "evil2"), ("X_Custom_Header", "kept"),
+        ])
+        let out = policy.upstreamRequestHeaders(from: client, tenant: "team-a")
+        XCTAssertEqual(out.filter { $0.name.lowercased().replacingOccurrences(of: "_", with: "-") == "x-scope-orgid" }.map(\.value), ["team-a"])
+        XCTAssertEqual(out["X_Custom_Header"], ["kept"], "other names with underscores pass")
+    }
+
     func testRewrite_AuthorizationDropped_UnlessForwarded() {
         let client = HTTPHeaders([("Authorization", "Bearer secret-token-value"), ("authorization", "Basic x")])
         XCTAssertEqual(policy.upstreamRequestHeaders(from: client, tenant: "t")["authorization"], [])
