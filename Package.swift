@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
         // OTLP payloads without generated code: the signals, and a protobuf wire-format walker that
         // counts items and edits Resource attributes.
-        .target(name: "ProxyOTLP", dependencies: ["ProxyJSON"]),
+        .target(name: "ProxyOTLP"),
         // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink now; the proxy later).
         .target(name: "ProxyCompression", dependencies: ["CZlib", "CZstd"]),
         // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
@@ -122,7 +122,7 @@ let package = Package(
         // Runs OTLPPayload on stdin for the end-to-end interoperability test (tests/e2e/test_otlp_wire_editor.py),
         // measures its cost (`bench`) and writes the fuzz seeds (`seeds`); not part of the product.
         .executableTarget(name: "otlp-payload-tool", dependencies: ["ProxyOTLP", "OTLPFixtures"], path: "Tests/OTLPPayloadTool"),
-        .testTarget(name: "ProxyOTLPTests", dependencies: ["ProxyOTLP", "OTLPFixtures"]),
+        .testTarget(name: "ProxyOTLPTests", dependencies: ["ProxyOTLP", "OTLPFixtures", "ProxyJSON"]),
         .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(
             name: "ProxyHTTP2Tests",

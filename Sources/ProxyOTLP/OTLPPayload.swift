@@ -1,6 +1,7 @@
 // Reading and editing OTLP export requests: the public entry points. Protobuf bodies are walked
-// and edited on the wire (OTLPWireEditor.swift), OTLP/JSON bodies are decoded, edited and encoded
-// again (OTLPJSONEditor.swift). Both refuse the same kinds of bodies and count the same items.
+// and edited on the wire (OTLPWireEditor.swift), OTLP/JSON bodies are tokenized and edited in one
+// pass over their bytes (OTLPJSONEditor.swift). Both refuse the same kinds of bodies and count the
+// same items.
 
 /// How an export request body is encoded.
 public enum OTLPPayloadEncoding: Sendable, Equatable {
@@ -66,8 +67,10 @@ public enum OTLPPayload {
     /// Protobuf: the new KeyValues go at the end of the last `resource` field of each ResourceX
     /// (parsers merge repeated occurrences, so they end the merged list); client copies are removed
     /// from every occurrence; every other byte is copied unchanged, and only the length prefixes of
-    /// the ResourceX and Resource messages are written anew (minimally encoded). OTLP/JSON: the
-    /// document is decoded and encoded again, compactly.
+    /// the ResourceX and Resource messages are written anew (minimally encoded). OTLP/JSON: the new
+    /// KeyValues end each Resource's `attributes` (added, or replacing a null, when missing; so is
+    /// `resource` in a ResourceX), client copies are dropped with their commas, and every other byte
+    /// (numbers as written, escapes, whitespace) is copied unchanged.
     ///
     /// With several attributes of the same key, the last one is set. With no attributes the body
     /// comes back unchanged (after the same validation as `count`). Applying `rewrite` to its own
@@ -75,7 +78,8 @@ public enum OTLPPayload {
     ///
     /// The output can be much larger than the input: every ResourceX gains the attributes, and an
     /// empty one is two bytes in protobuf. A rewritten body longer than `limit` bytes is refused
-    /// with `exceedsLimit` set (the protobuf editor stops as soon as it passes the limit).
+    /// with `exceedsLimit` set (the protobuf editor stops as soon as it passes the limit; the JSON
+    /// editor stops writing then, and goes on validating so a malformed body is still refused as such).
     public static func rewrite(
         _ signal: OTLPSignal, _ encoding: OTLPPayloadEncoding, _ body: [UInt8],
         setting attributes: [ResourceAttribute], limit: Int = .max
@@ -89,7 +93,7 @@ public enum OTLPPayload {
             try editor.run()
             (output, summary) = (attributes.isEmpty ? body : editor.output, OTLPPayloadSummary(items: editor.items))
         case .json:
-            let result = try OTLPJSONEditor.run(signal, body, setting: attributes.isEmpty ? nil : attributes)
+            let result = try OTLPJSONEditor.run(signal, body, setting: attributes.isEmpty ? nil : attributes, limit: limit)
             (output, summary) = (result.body ?? body, result.summary)
         }
         guard output.count <= limit else { throw tooLarge(limit) }
