@@ -3,7 +3,7 @@ import ProxyJSON
 import ProxyOTLP
 import XCTest
 
-/// OTLP/JSON: decoded, edited, encoded again; values other than the attribute read back the same.
+/// OTLP/JSON: edited in one pass over the bytes; values other than the attribute read back the same.
 final class OTLPPayloadJSONTests: XCTestCase {
     let tenant = ResourceAttribute(key: "tenant.id", value: "team-a")
 
