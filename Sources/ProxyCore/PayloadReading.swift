@@ -63,7 +63,7 @@ enum PayloadRefusal: Error, Equatable, Sendable, CustomStringConvertible {
 /// The request body of one exchange whose payload the proxy reads. The body is collected whole (the
 /// exchange already bounds it by `http.max_request_body_size` or `grpc.max_recv_msg_size` on the wire),
 /// then, once the tenant is known: the one gRPC message is taken out of its frame, decompressed within
-/// the same limit, checked and counted in one pass over the protobuf framing (or parsed, for OTLP/JSON),
+/// the same limit, checked and counted in one pass over the protobuf framing (or over the OTLP/JSON text),
 /// and given the configured Resource attributes.
 ///
 /// What goes upstream: the client's bytes untouched when nothing is set (only counted), else the edited

@@ -26,6 +26,9 @@
 // Refusals of the body's syntax win over refusals of its meaning: the first meaning refusal is kept,
 // the pass goes on validating (without editing), and it is thrown only if the syntax is sound.
 
+/// One pass over one OTLP/JSON body: `run()` once (or the static `run`), then read `items`.
+/// Holds the body (shared, not copied), the output when editing, and the stacks of the open objects'
+/// member names and of the arrays and objects `skipValue` has open; nothing outlives the pass.
 struct OTLPJSONEditor {
     /// A field's JSON name and its original proto name (the same for one-word names).
     struct Name {
@@ -42,6 +45,7 @@ struct OTLPJSONEditor {
         }
     }
 
+    /// The names on one signal's path: the ResourceX list, the ScopeX list, the items.
     struct Path {
         let resources: Name
         let scopes: Name
@@ -765,8 +769,10 @@ struct OTLPJSONEditor {
         guard body.count - index > continuations else { throw syntaxError("invalid UTF-8") }
         let second = body[index + 1]
         guard second >= low && second <= high else { throw syntaxError("invalid UTF-8") }
-        for offset in 2...max(2, continuations) where offset <= continuations {
-            guard body[index + offset] & 0xC0 == 0x80 else { throw syntaxError("invalid UTF-8") }
+        if continuations > 1 {
+            for offset in 2...continuations where body[index + offset] & 0xC0 != 0x80 {
+                throw syntaxError("invalid UTF-8")
+            }
         }
         index += continuations + 1
     }
@@ -799,6 +805,7 @@ struct OTLPJSONEditor {
                     scalar = 0x10000 + ((scalar - 0xD800) << 10) + (hexValue(body, position + 2) - 0xDC00)
                     position += 6
                 }
+                // `escape` let through only scalars: no lone surrogates, nothing past U+10FFFF.
                 buffer.append(contentsOf: UTF8.encode(Unicode.Scalar(scalar)!)!)
             case UInt8(ascii: "b"): buffer.append(0x08)
             case UInt8(ascii: "f"): buffer.append(0x0C)
