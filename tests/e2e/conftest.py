@@ -204,15 +204,23 @@ def free_port() -> int:
     low, _ = _ephemeral_port_range()
     for _ in range(200):
         port = random.randrange(10000, max(10001, low))
+        # Never the same port twice in one session: two calls before either port is bound (an HTTP and
+        # a gRPC listener) would otherwise sometimes get one port.
+        if port in _ports_given:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _ports_given.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_ports_given: set[int] = set()
 
 
 def write_proxy_config(
