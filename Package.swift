@@ -56,10 +56,10 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .target(name: "ProxyJSON", dependencies: ["CJansson"]),
-        // OTLP payloads without generated code: the signals, and a protobuf wire-format walker that
-        // counts items and edits Resource attributes.
+        // OTLP payloads without generated code: the signals, and one-pass readers of export requests
+        // (protobuf wire format and OTLP/JSON) that count items and set Resource attributes.
         .target(name: "ProxyOTLP"),
-        // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink now; the proxy later).
+        // Bounded gzip/deflate/zstd decompression of OTLP payloads (the sink and the proxy's payload reader).
         .target(name: "ProxyCompression", dependencies: ["CZlib", "CZstd"]),
         // The YAML reader for the configuration and tokens files: pure Swift, standard library only.
         .target(name: "ProxyYAML"),
