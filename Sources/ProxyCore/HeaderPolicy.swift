@@ -21,12 +21,16 @@ public struct HeaderPolicy: Sendable {
 
     /// The tenant header's name as HTTP/2 requires it (lower case).
     let tenantHeaderLowercased: String
+    /// The lengths of the owned names: only a name of one of these lengths can be an underscore spelling
+    /// of one, so other names are never scanned for `_`.
+    private let ownedLengths: [Int]
 
     public init(tenantHeader: String, forwardAuthorization: Bool, ownedHeaders: Set<String> = []) {
         self.tenantHeader = tenantHeader
         self.forwardAuthorization = forwardAuthorization
         self.tenantHeaderLowercased = tenantHeader.lowercased()
         self.ownedHeaders = Set(ownedHeaders.map { $0.lowercased() })
+        self.ownedLengths = [tenantHeaderLowercased.utf8.count] + self.ownedHeaders.map(\.utf8.count)
     }
 
     /// Whether a lower-case name is hop-by-hop (`HopByHopFields`, the product's one list): never forwarded.
@@ -50,7 +54,7 @@ public struct HeaderPolicy: Sendable {
             if lower == tenantHeaderLowercased || (!ownedHeaders.isEmpty && ownedHeaders.contains(lower)) { continue }
             // `X_Scope_OrgID`: servers that map `_` to `-` (CGI and WSGI conventions, some frameworks)
             // would read it as the header the proxy owns.
-            if lower.utf8.contains(UInt8(ascii: "_")) && ownsUnderscoreSpelling(lower) { continue }
+            if ownedLengths.contains(lower.utf8.count) && ownsUnderscoreSpelling(lower) { continue }
             if Self.isHopByHop(lower) { continue }
             if !forwardAuthorization && lower == "authorization" { continue }
             if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
@@ -60,6 +64,7 @@ public struct HeaderPolicy: Sendable {
 
     /// Whether a name with underscores is, with `-` for `_`, the tenant header or another owned one.
     private func ownsUnderscoreSpelling(_ lower: String) -> Bool {
+        guard lower.utf8.contains(UInt8(ascii: "_")) else { return false }
         let dashed = String(decoding: lower.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : $0 }, as: UTF8.self)
         return dashed == tenantHeaderLowercased || ownedHeaders.contains(dashed)
     }
