@@ -556,17 +556,36 @@ struct HTTP1MessageDecoder {
     /// Framing bytes the current request may still use.
     private var framingLeft: Int { framingPerRequest + bodyBytes - framingBytes }
 
-    private mutating func readChunkLine() -> Event? {
+    private enum FramingLine {
+        /// The line has not all arrived (and fits the budget so far).
+        case incomplete
+        /// A bare CR or LF, or past the framing budget.
+        case refused
+        /// The line ends `end` bytes after the reader index (before its CRLF), counted against the budget.
+        case line(end: Int)
+    }
+
+    /// The next chunk-size or trailer line, charged to the framing budget.
+    private mutating func nextFramingLine() -> FramingLine {
         let bytes = buffer
         let span = bytes.readableBytesUInt8Span
         guard let end = Self.lineEnd(span, from: 0, searched: &searched) else {
-            if span.count > framingLeft { return fail(.malformed(.unparsable)) }
-            return nil
+            return span.count > framingLeft ? .refused : .incomplete
         }
-        guard end >= 0 else { return fail(.malformed(.unparsable)) }
+        guard end >= 0 else { return .refused }
         framingBytes += end + 2
-        if framingBytes > framingPerRequest + bodyBytes { return fail(.malformed(.unparsable)) }
-        guard let size = Self.chunkSize(span, end: end) else { return fail(.malformed(.unparsable)) }
+        return framingBytes > framingPerRequest + bodyBytes ? .refused : .line(end: end)
+    }
+
+    private mutating func readChunkLine() -> Event? {
+        let end: Int
+        switch nextFramingLine() {
+        case .incomplete: return nil
+        case .refused: return fail(.malformed(.unparsable))
+        case .line(let found): end = found
+        }
+        let bytes = buffer
+        guard let size = Self.chunkSize(bytes.readableBytesUInt8Span, end: end) else { return fail(.malformed(.unparsable)) }
         buffer.moveReaderIndex(forwardBy: end + 2)
         if size == 0 {
             state = .trailers
@@ -624,21 +643,21 @@ struct HTTP1MessageDecoder {
     /// Trailer fields, checked like header fields and dropped, up to the empty line that ends the request.
     private mutating func readTrailers() -> Event? {
         while true {
-            let bytes = buffer
-            let span = bytes.readableBytesUInt8Span
-            guard let end = Self.lineEnd(span, from: 0, searched: &searched) else {
-                if span.count > framingLeft { return fail(.malformed(.unparsable)) }
-                return nil
+            let end: Int
+            switch nextFramingLine() {
+            case .incomplete: return nil
+            case .refused: return fail(.malformed(.unparsable))
+            case .line(let found): end = found
             }
-            guard end >= 0 else { return fail(.malformed(.unparsable)) }
-            framingBytes += end + 2
-            if framingBytes > framingPerRequest + bodyBytes { return fail(.malformed(.unparsable)) }
             if end == 0 {
                 buffer.moveReaderIndex(forwardBy: 2)
                 state = .head
                 return .end
             }
-            guard Self.splitField(span, start: 0, end: end) != nil else { return fail(.malformed(.unparsable)) }
+            let bytes = buffer
+            guard Self.splitField(bytes.readableBytesUInt8Span, start: 0, end: end) != nil else {
+                return fail(.malformed(.unparsable))
+            }
             buffer.moveReaderIndex(forwardBy: end + 2)
         }
     }

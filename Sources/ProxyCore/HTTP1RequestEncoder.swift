@@ -34,12 +34,7 @@ struct HTTP1RequestEncoder {
             case 17 where RequestHeadFacts.equalsLowercased(name, "transfer-encoding"): continue
             default: break
             }
-            bytes.append(contentsOf: name.utf8)
-            bytes.append(UInt8(ascii: ":"))
-            bytes.append(UInt8(ascii: " "))
-            bytes.append(contentsOf: value.utf8)
-            bytes.append(UInt8(ascii: "\r"))
-            bytes.append(UInt8(ascii: "\n"))
+            HTTP1RequestEncoder.appendField(name, value, to: &bytes)
         }
         chunked = !hasLength
         if chunked { bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
@@ -92,6 +87,17 @@ struct HTTP1RequestEncoder {
             }
         }
         return true
+    }
+
+    /// `name: value` and CRLF, for both encoders' heads (the fields were checked by the caller).
+    @inline(__always)
+    static func appendField(_ name: String, _ value: String, to bytes: inout [UInt8]) {
+        bytes.append(contentsOf: name.utf8)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: value.utf8)
+        bytes.append(UInt8(ascii: "\r"))
+        bytes.append(UInt8(ascii: "\n"))
     }
 
     static func isValidName(_ name: String) -> Bool {

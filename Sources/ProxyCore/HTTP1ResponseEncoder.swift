@@ -63,12 +63,7 @@ struct HTTP1ResponseEncoder {
             default:
                 break
             }
-            bytes.append(contentsOf: name.utf8)
-            bytes.append(UInt8(ascii: ":"))
-            bytes.append(UInt8(ascii: " "))
-            bytes.append(contentsOf: value.utf8)
-            bytes.append(UInt8(ascii: "\r"))
-            bytes.append(UInt8(ascii: "\n"))
+            HTTP1RequestEncoder.appendField(name, value, to: &bytes)
         }
         if !mayHaveBody {
             framing = .none
