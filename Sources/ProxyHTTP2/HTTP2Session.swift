@@ -1,6 +1,6 @@
-// The one nghttp2 session type. Everything that touches libnghttp2 lives in this file:
+// The one nghttp2 session type. Everything that calls libnghttp2 lives in this file:
 // session set-up, the C callbacks (free functions that forward to methods), the DATA provider,
-// and the translation of frames into `HTTP2Event`s.
+// and the translation of frames into `HTTP2Event`s. The session's allocator is HTTP2SessionMemory.swift.
 internal import CNghttp2
 import NIOCore
 
@@ -21,6 +21,10 @@ public final class HTTP2Session {
     /// The nghttp2 session. Nil only while `init` is running or if creating it failed.
     private var session: OpaquePointer?
     private let allocator = ByteBufferAllocator()
+    /// Where nghttp2 allocates for this session; released after the session (see `deinit`).
+    private let memory = HTTP2SessionMemory()
+    /// How many of the session's blocks have pages of their own (for tests).
+    var mappedBlocks: Int { memory.mappedCount }
 
     /// Per-stream state the caller can see: outbound DATA queue, trailers, tag.
     private var streams: [Int32: StreamState] = [:]
@@ -70,10 +74,11 @@ public final class HTTP2Session {
         // session (and every callback it makes) never outlives the pointer it was given.
         let userData = Unmanaged.passUnretained(self).toOpaque()
         var created: OpaquePointer?
+        var mem = memory.table()
         let rc = try Self.withCallbacksAndOptions(role: role, settings: settings) { callbacks, options in
             switch role {
-            case .server: return nghttp2_session_server_new2(&created, callbacks, userData, options)
-            case .client: return nghttp2_session_client_new2(&created, callbacks, userData, options)
+            case .server: return nghttp2_session_server_new3(&created, callbacks, userData, options, &mem)
+            case .client: return nghttp2_session_client_new3(&created, callbacks, userData, options, &mem)
             }
         }
         guard rc == 0, let created else {
@@ -104,6 +109,7 @@ public final class HTTP2Session {
     }
 
     deinit {
+        // nghttp2 frees its memory through `memory`, which is released only after this.
         if let session { nghttp2_session_del(session) }
     }
 

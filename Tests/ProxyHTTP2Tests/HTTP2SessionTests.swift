@@ -25,6 +25,30 @@ final class HTTP2SessionTests: XCTestCase {
         XCTAssertEqual(fields, requestFields(extra: extra))
     }
 
+    func testHeaderBlockLargerThanTheFrameBuffer_ArrivesExactlyBothWays() throws {
+        // Past 16 KiB a header block leaves nghttp2's first frame buffer (more chunks, CONTINUATION
+        // frames) and a value is decoded into a buffer of its own: the session's page-backed blocks.
+        let pair = try SessionPair()
+        let big = String((0..<40_000).map { Character(UnicodeScalar(UInt8(97 + $0 % 26))) })
+        let extra = [HTTP2HeaderField(name: "x-big", value: big), HTTP2HeaderField(name: "x-after", value: "1")]
+        let id = try pair.client.submitRequest(fields: requestFields(extra: extra), endStream: true)
+        try pair.pump()
+        guard case .headers(id, let fields, .request, true)? =
+                pair.serverEvents.first(where: { if case .headers = $0 { return true } else { return false } }) else {
+            return XCTFail("server saw no request headers: \(pair.serverEvents)")
+        }
+        XCTAssertEqual(fields, requestFields(extra: extra))
+
+        let response = [HTTP2HeaderField(name: ":status", value: "200"), HTTP2HeaderField(name: "x-big", value: big)]
+        try pair.server.submitResponse(streamID: id, fields: response, endStream: true)
+        try pair.pump()
+        guard case .headers(id, let back, .response, true)? =
+                pair.clientEvents.first(where: { if case .headers = $0 { return true } else { return false } }) else {
+            return XCTFail("client saw no response headers: \(pair.clientEvents)")
+        }
+        XCTAssertEqual(back, response)
+    }
+
     func testRequestWithBody_ServerSeesRequestHeadersDataChunksAndEnd() throws {
         let pair = try SessionPair()
         let id = try pair.client.submitRequest(
