@@ -489,7 +489,7 @@ struct Exchange {
             var pairs: [(String, String)] = []
             pairs.reserveCapacity(12)
             let nominated = fromHTTP2 ? [] : HeaderPolicy.connectionNominated(pairs: fields)
-            policy.forEachResponseField(fields, nominated: nominated) { name, _, value in pairs.append((name, value)) }
+            policy.forEachResponseField(fields, nominated: nominated, namesAreLowercase: fromHTTP2) { name, _, value in pairs.append((name, value)) }
             out = .http1(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: HTTPHeaders(pairs)))
         case .http2:
             var out2 = [HTTP2HeaderField(name: ":status", value: String(status))]

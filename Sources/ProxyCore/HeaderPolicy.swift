@@ -24,6 +24,9 @@ public struct HeaderPolicy: Sendable {
     /// The lengths of the owned names: only a name of one of these lengths can be an underscore spelling
     /// of one, so other names are never scanned for `_`.
     private let ownedLengths: [Int]
+    /// The same lengths as bits (bit n: a name of n bytes), for names shorter than 64 bytes.
+    private let ownedLengthMask: UInt64
+    private let tenantHeaderLength: Int
 
     public init(tenantHeader: String, forwardAuthorization: Bool, ownedHeaders: Set<String> = []) {
         self.tenantHeader = tenantHeader
@@ -31,6 +34,8 @@ public struct HeaderPolicy: Sendable {
         self.tenantHeaderLowercased = tenantHeader.lowercased()
         self.ownedHeaders = Set(ownedHeaders.map { $0.lowercased() })
         self.ownedLengths = [tenantHeaderLowercased.utf8.count] + self.ownedHeaders.map(\.utf8.count)
+        self.ownedLengthMask = ownedLengths.reduce(0) { $1 < 64 ? $0 | (1 << UInt64($1)) : $0 }
+        self.tenantHeaderLength = tenantHeaderLowercased.utf8.count
     }
 
     /// Whether a lower-case name is hop-by-hop (`HopByHopFields`, the product's one list): never forwarded.
@@ -45,21 +50,44 @@ public struct HeaderPolicy: Sendable {
     /// Calls `forward` for each client field that may go upstream, in order; pseudo-headers are the
     /// caller's business and are skipped. The caller then adds the tenant header.
     func forwardedRequestFields(
-        _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>,
+        _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>, namesAreLowercase: Bool = false,
         _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
     ) {
         for (name, value) in fields {
-            let lower = Self.lowercased(name)
-            if lower.utf8.first == UInt8(ascii: ":") { continue }
-            if lower == tenantHeaderLowercased || (!ownedHeaders.isEmpty && ownedHeaders.contains(lower)) { continue }
-            // `X_Scope_OrgID`: servers that map `_` to `-` (CGI and WSGI conventions, some frameworks)
-            // would read it as the header the proxy owns.
-            if ownedLengths.contains(lower.utf8.count) && ownsUnderscoreSpelling(lower) { continue }
-            if Self.isHopByHop(lower) { continue }
-            if !forwardAuthorization && lower == "authorization" { continue }
-            if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
+            let lower = namesAreLowercase ? name : Self.lowercased(name)
+            if dropsRequestField(lower, nominated: nominated) { continue }
             forward(name, lower, value)
         }
+    }
+
+    /// Whether a client field (lower-case name) stays behind. Names are compared only with the
+    /// listed names of their own length: this runs for every field of every request.
+    @inline(__always)
+    private func dropsRequestField(_ lower: String, nominated: Set<String>) -> Bool {
+        let count = lower.utf8.count
+        if Self.isPseudoHeader(lower) { return true }
+        if count == tenantHeaderLength && lower == tenantHeaderLowercased { return true }
+        if !ownedHeaders.isEmpty && ownedHeaders.contains(lower) { return true }
+        // `X_Scope_OrgID`: servers that map `_` to `-` (CGI and WSGI conventions, some frameworks)
+        // would read it as the header the proxy owns.
+        if ownsLength(count) && ownsUnderscoreSpelling(lower) { return true }
+        if Self.isHopByHop(lower) { return true }
+        if !forwardAuthorization && count == 13 && lower == "authorization" { return true }
+        if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { return true }
+        return false
+    }
+
+    /// Whether an owned name (the tenant header or another) is `count` bytes long.
+    @inline(__always)
+    private func ownsLength(_ count: Int) -> Bool {
+        count < 64 ? ownedLengthMask & (1 << UInt64(count)) != 0 : ownedLengths.contains(count)
+    }
+
+    /// Whether `name` is an HTTP/2 pseudo-header (starts with `:`).
+    @inline(__always)
+    static func isPseudoHeader(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { $0.first == UInt8(ascii: ":") }
     }
 
     /// Whether a name with underscores is, with `-` for `_`, the tenant header or another owned one.
@@ -89,19 +117,21 @@ public struct HeaderPolicy: Sendable {
     ) -> [HTTP2HeaderField] {
         var out: [HTTP2HeaderField] = []
         out.reserveCapacity(12)
-        forEachResponseField(upstream, nominated: fromHTTP2 ? [] : Self.connectionNominated(pairs: upstream)) { _, lower, value in
+        // HTTP/2 names are lower case (nghttp2 refuses others).
+        forEachResponseField(upstream, nominated: fromHTTP2 ? [] : Self.connectionNominated(pairs: upstream),
+                             namesAreLowercase: fromHTTP2) { _, lower, value in
             out.append(HTTP2HeaderField(name: lower, value: value))
         }
         return out
     }
 
     func forEachResponseField(
-        _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>,
+        _ fields: some Sequence<(name: String, value: String)>, nominated: Set<String>, namesAreLowercase: Bool = false,
         _ forward: (_ name: String, _ lowercasedName: String, _ value: String) -> Void
     ) {
         for (name, value) in fields {
-            let lower = Self.lowercased(name)
-            if lower.utf8.first == UInt8(ascii: ":") { continue }
+            let lower = namesAreLowercase ? name : Self.lowercased(name)
+            if Self.isPseudoHeader(lower) { continue }
             if Self.isHopByHop(lower) { continue }
             if !nominated.isEmpty && nominated.contains(lower) && !Self.framing.contains(lower) { continue }
             forward(name, lower, value)

@@ -47,20 +47,23 @@ extension HeaderPolicy {
         case .http1(let headers):
             return upstreamRequest(
                 route, fields: headers.lazy.map { (name: $0.name, value: $0.value) }, nominated: Self.connectionNominated(headers),
-                target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
+                namesAreLowercase: false, target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
                 declaresLength: declaresLength, rewrittenLength: rewrittenLength)
         case .http2(let fields):
             return upstreamRequest(
                 route,
-                fields: fields.lazy.filter { $0.name.utf8.first != UInt8(ascii: ":") }.map { (name: $0.name, value: $0.value) },
+                // Pseudo-headers are skipped by `forwardedRequestFields`.
+                fields: fields.lazy.map { (name: $0.name, value: $0.value) },
                 // HTTP/2 forbids `Connection` (nghttp2 refuses such a request): nothing is nominated.
-                nominated: [], target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
+                // Its names are lower case (nghttp2 refuses others).
+                nominated: [], namesAreLowercase: true, target: head.target, endStream: head.endStream, authority: authority, tenant: tenant, extra: extra,
                 declaresLength: declaresLength, rewrittenLength: rewrittenLength)
         }
     }
 
     private func upstreamRequest(
-        _ route: ExchangeRoute, fields: some Sequence<(name: String, value: String)>, nominated: Set<String>, target: String,
+        _ route: ExchangeRoute, fields: some Sequence<(name: String, value: String)>, nominated: Set<String>,
+        namesAreLowercase: Bool, target: String,
         endStream: Bool, authority: String, tenant: String, extra: [(name: String, value: String)], declaresLength: Bool,
         rewrittenLength: Int?
     ) -> UpstreamRequest {
@@ -76,8 +79,8 @@ extension HeaderPolicy {
                 HTTP2HeaderField(name: ":path", value: signal.grpcPath),
                 HTTP2HeaderField(name: "te", value: "trailers"),
             ]
-            forwardedRequestFields(fields, nominated: nominated) { _, lower, value in
-                if lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
+            forwardedRequestFields(fields, nominated: nominated, namesAreLowercase: namesAreLowercase) { _, lower, value in
+                if lower.utf8.count == 4 && lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
                 out.append(HTTP2HeaderField(name: lower, value: value))
             }
             out.append(HTTP2HeaderField(name: tenantHeaderLowercased, value: tenant))
@@ -89,8 +92,8 @@ extension HeaderPolicy {
             var pairs: [(String, String)] = []
             pairs.reserveCapacity(20)
             pairs.append(("Host", authority))
-            forwardedRequestFields(fields, nominated: nominated) { name, lower, value in
-                if lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
+            forwardedRequestFields(fields, nominated: nominated, namesAreLowercase: namesAreLowercase) { name, lower, value in
+                if lower.utf8.count == 4 && lower == "host" || (rewritten && Self.describesPayload(lower)) { return }
                 pairs.append((name, value))
             }
             pairs.append((tenantHeader, tenant))

@@ -454,8 +454,8 @@ public final class HTTP2Session {
         }
         block.bytes += cost
         block.fields.append(HTTP2HeaderField(
-            name: String(decoding: name, as: UTF8.self),
-            value: String(decoding: value, as: UTF8.self),
+            name: HTTP2KnownFields.name(name),
+            value: HTTP2KnownFields.value(value),
             neverIndex: flags & UInt8(NGHTTP2_NV_FLAG_NO_INDEX.rawValue) != 0))
         return 0
     }

@@ -41,6 +41,21 @@ final class HeaderPolicyTests: XCTestCase {
         XCTAssertEqual(out["X_Custom_Header"], ["kept"], "other names with underscores pass")
     }
 
+    func testRewrite_UnderscoreSpellingsOfLongOwnedNames_Dropped() {
+        // Owned names of 64 bytes and more are matched by length through a list, shorter ones through a mask.
+        let long = "X-" + String(repeating: "Claim-", count: 12) + "Subject"
+        let policy = HeaderPolicy(tenantHeader: "X-Scope-OrgID", forwardAuthorization: false, ownedHeaders: [long, "X-Sub"])
+        let client = HTTPHeaders([
+            (long.replacingOccurrences(of: "-", with: "_"), "evil"), (long.uppercased(), "evil2"), ("x_sub", "evil3"),
+            ("X_Subx", "kept"), (long + "x", "kept2"),
+        ])
+        let out = policy.upstreamRequestHeaders(from: client, tenant: "team-a")
+        XCTAssertEqual(out.map(\.value).filter { $0.hasPrefix("evil") }, [])
+        XCTAssertEqual(out["X_Subx"], ["kept"])
+        XCTAssertEqual(out[long + "x"], ["kept2"])
+        XCTAssertEqual(out["x-scope-orgid"], ["team-a"])
+    }
+
     func testRewrite_AuthorizationDropped_UnlessForwarded() {
         let client = HTTPHeaders([("Authorization", "Bearer secret-token-value"), ("authorization", "Basic x")])
         XCTAssertEqual(policy.upstreamRequestHeaders(from: client, tenant: "t")["authorization"], [])
