@@ -36,17 +36,35 @@ final class HTTP2SessionMemory {
         lengths.deallocate()
     }
 
-    /// The `nghttp2_mem` to create a session with; valid while this object lives.
+    /// The `nghttp2_mem` to create a session with; valid while this object lives. The common cases (a
+    /// small block, a block not on a page boundary) go straight to the C library without this object.
     func table() -> nghttp2_mem {
         nghttp2_mem(
             mem_user_data: Unmanaged.passUnretained(self).toOpaque(),
-            malloc: { size, user in HTTP2SessionMemory.from(user).allocate(size, zeroed: false) },
-            free: { pointer, user in HTTP2SessionMemory.from(user).release(pointer) },
+            malloc: { size, user in
+                size < HTTP2SessionMemory.mappedThreshold ? malloc(size) : HTTP2SessionMemory.from(user).allocate(size, zeroed: false)
+            },
+            free: { pointer, user in
+                if HTTP2SessionMemory.mayBeMapped(pointer) { HTTP2SessionMemory.from(user).release(pointer) } else { free(pointer) }
+            },
             calloc: { count, size, user in
                 let (total, overflow) = count.multipliedReportingOverflow(by: size)
-                return overflow ? nil : HTTP2SessionMemory.from(user).allocate(total, zeroed: true)
+                if overflow { return nil }
+                return total < HTTP2SessionMemory.mappedThreshold ? calloc(1, total) : HTTP2SessionMemory.from(user).allocate(total, zeroed: true)
             },
-            realloc: { pointer, size, user in HTTP2SessionMemory.from(user).reallocate(pointer, size) })
+            realloc: { pointer, size, user in
+                if pointer != nil && !HTTP2SessionMemory.mayBeMapped(pointer) && size < HTTP2SessionMemory.mappedThreshold {
+                    return realloc(pointer, size)
+                }
+                return HTTP2SessionMemory.from(user).reallocate(pointer, size)
+            })
+    }
+
+    /// Whether `pointer` can be a mapped block: those start on a page, so on a 4 KiB boundary whatever
+    /// the page size. A heap block rarely does, and is then looked up in the table and not found.
+    @inline(__always)
+    static func mayBeMapped(_ pointer: UnsafeMutableRawPointer?) -> Bool {
+        Int(bitPattern: pointer) & 4095 == 0
     }
 
     private static func from(_ user: UnsafeMutableRawPointer?) -> HTTP2SessionMemory {
@@ -63,8 +81,7 @@ final class HTTP2SessionMemory {
 
     func release(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
-        // A mapped block starts on a page; a heap block rarely does, and is looked up only then.
-        if Int(bitPattern: pointer) & (Self.pageSize - 1) == 0, let slot = slot(of: pointer) {
+        if Self.mayBeMapped(pointer), let slot = slot(of: pointer) {
             munmap(pointer, lengths[slot])
             bases[slot] = nil
             return
@@ -74,7 +91,7 @@ final class HTTP2SessionMemory {
 
     func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> UnsafeMutableRawPointer? {
         guard let pointer else { return allocate(size, zeroed: false) }
-        guard Int(bitPattern: pointer) & (Self.pageSize - 1) == 0, let slot = slot(of: pointer) else {
+        guard Self.mayBeMapped(pointer), let slot = slot(of: pointer) else {
             return realloc(pointer, size)
         }
         if size <= lengths[slot] && size >= Self.mappedThreshold { return pointer }
