@@ -97,6 +97,10 @@ enum AccessLogEncoder {
 
     /// `value` in decimal, left-padded with zeros to `width` digits.
     static func appendDecimal(_ value: UInt, to out: inout ByteCursor, width: Int = 1) {
+        if value < 10 && width <= 1 {
+            out.byte(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value))
+            return
+        }
         var digits = 1
         var bound: UInt = 10
         while digits < 20 && value >= bound {
@@ -196,8 +200,18 @@ enum AccessLogEncoder {
     private static func escapeJSON(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout ByteCursor) {
         let hex: StaticString = "0123456789abcdef"
         var index = 0
+        var run = 0
         while index < bytes.count {
             let byte = bytes[index]
+            // Most bytes of most values need nothing: they are copied in runs.
+            if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte != 0x7F && byte != 0xE2 {
+                index += 1
+                continue
+            }
+            if index > run {
+                (out.base + out.count).copyMemory(from: bytes.baseAddress! + run, byteCount: index - run)
+                out.count += index - run
+            }
             index += 1
             switch byte {
             case UInt8(ascii: "\""):
@@ -221,6 +235,11 @@ enum AccessLogEncoder {
             default:
                 out.byte(byte)
             }
+            run = index
+        }
+        if index > run {
+            (out.base + out.count).copyMemory(from: bytes.baseAddress! + run, byteCount: index - run)
+            out.count += index - run
         }
     }
 

@@ -265,6 +265,26 @@ final class AccessLogTests: XCTestCase {
         }
     }
 
+    func testEncoder_SameLineAsTheGeneralRenderer_WhereverTheAwkwardByteSits() {
+        // The encoder skips eight plain bytes at a time: an awkward character at every offset, in values
+        // longer and shorter than a word, must still be escaped as the general renderer does it.
+        let specials = ["\"", "\\", "\n", "\u{01}", "\u{7F}", "é", "\u{2028}", "☃"]
+        for special in specials {
+            for length in [0, 1, 7, 8, 9, 15, 16, 17, 31] {
+                for offset in 0...length {
+                    let plain = String(repeating: "a", count: length)
+                    let text = String(plain.prefix(offset)) + special + String(plain.dropFirst(offset))
+                    var sample = record
+                    sample.tenant = text
+                    sample.peer = plain
+                    XCTAssertEqual(
+                        AccessLog.line(sample, format: .json), AccessLog.renderedLine(sample, format: .json),
+                        "\(special.debugDescription) at \(offset) of \(length)")
+                }
+            }
+        }
+    }
+
     func testStructuredLogHandler_JSONWithMetadata() throws {
         let lines = LineCollector()
         let handler = StructuredLogHandler(label: "proxy", level: .info, format: .json, sink: lines.sink)
