@@ -18,30 +18,50 @@ struct HTTP1RequestEncoder {
     /// written unambiguously.
     mutating func writeHead(_ head: HTTPRequestHead, into out: inout ByteBuffer) -> Bool {
         guard Self.isValidTarget(head.uri) else { return false }
-        // Gathered in an array and written at once (see `HTTP1ResponseEncoder.writeHead`), each field
-        // checked as it is appended; nothing reaches `out` unless all of them pass.
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(512)
-        bytes.append(contentsOf: head.method.rawValue.utf8)
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: head.uri.utf8)
-        bytes.append(contentsOf: head.version.minor == 0 ? " HTTP/1.0\r\n".utf8 : " HTTP/1.1\r\n".utf8)
+        // Every field is checked and measured first, then the head is written straight into `out` in
+        // one reservation (see `HeadWriter`); nothing reaches `out` unless all of them pass.
+        var length = head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 11 + 2
         var hasLength = false
         for (name, value) in head.headers {
             guard Self.isValidName(name), Self.isValidValue(value) else { return false }
-            switch name.utf8.count {
-            case 14 where RequestHeadFacts.equalsLowercased(name, "content-length"): hasLength = true
-            case 17 where RequestHeadFacts.equalsLowercased(name, "transfer-encoding"): continue
-            default: break
+            switch Self.framingField(name) {
+            case .contentLength: hasLength = true
+            case .transferEncoding: continue
+            case .other: break
             }
-            HTTP1RequestEncoder.appendField(name, value, to: &bytes)
+            length += HeadWriter.fieldLength(name, value)
         }
         chunked = !hasLength
-        if chunked { bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
-        bytes.append(UInt8(ascii: "\r"))
-        bytes.append(UInt8(ascii: "\n"))
-        out.writeBytes(bytes)
+        if chunked { length += Self.chunkedField.utf8CodeUnitCount }
+        let chunked = chunked
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+            var writer = HeadWriter(base: raw.baseAddress!)
+            writer.string(head.method.rawValue)
+            writer.byte(UInt8(ascii: " "))
+            writer.string(head.uri)
+            writer.static(head.version.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+            for (name, value) in head.headers where Self.framingField(name) != .transferEncoding {
+                writer.field(name, value)
+            }
+            if chunked { writer.static(Self.chunkedField) }
+            writer.static("\r\n")
+            return writer.count
+        }
         return true
+    }
+
+    static let chunkedField: StaticString = "transfer-encoding: chunked\r\n"
+
+    enum FramingField { case contentLength, transferEncoding, other }
+
+    /// Whether a field name (any case) is one of the two that frame a body.
+    @inline(__always)
+    static func framingField(_ name: String) -> FramingField {
+        switch name.utf8.count {
+        case 14 where RequestHeadFacts.equalsLowercased(name, "content-length"): return .contentLength
+        case 17 where RequestHeadFacts.equalsLowercased(name, "transfer-encoding"): return .transferEncoding
+        default: return .other
+        }
     }
 
     /// Body bytes go out as they are (the head has a Content-Length), so a large buffer can be written
@@ -89,17 +109,6 @@ struct HTTP1RequestEncoder {
         return true
     }
 
-    /// `name: value` and CRLF, for both encoders' heads (the fields were checked by the caller).
-    @inline(__always)
-    static func appendField(_ name: String, _ value: String, to bytes: inout [UInt8]) {
-        bytes.append(contentsOf: name.utf8)
-        bytes.append(UInt8(ascii: ":"))
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: value.utf8)
-        bytes.append(UInt8(ascii: "\r"))
-        bytes.append(UInt8(ascii: "\n"))
-    }
-
     static func isValidName(_ name: String) -> Bool {
         let bytes = name.utf8.span
         guard !bytes.isEmpty else { return false }
@@ -115,5 +124,52 @@ struct HTTP1RequestEncoder {
             if byte < 0x20 ? byte != UInt8(ascii: "\t") : byte == 0x7F { return false }
         }
         return true
+    }
+}
+
+
+/// Writes a head's bytes into memory reserved for exactly as many (`fieldLength` and the callers'
+/// counts): one capacity check for the whole head instead of one per piece, and strings copied
+/// from their UTF-8 storage. Shared by both HTTP/1.1 encoders.
+struct HeadWriter {
+    let base: UnsafeMutableRawPointer
+    private(set) var count = 0
+
+    init(base: UnsafeMutableRawPointer) { self.base = base }
+
+    /// The bytes `name: value` and CRLF take.
+    @inline(__always)
+    static func fieldLength(_ name: String, _ value: String) -> Int { name.utf8.count + value.utf8.count + 4 }
+
+    @inline(__always)
+    mutating func field(_ name: String, _ value: String) {
+        string(name)
+        byte(UInt8(ascii: ":"))
+        byte(UInt8(ascii: " "))
+        string(value)
+        byte(UInt8(ascii: "\r"))
+        byte(UInt8(ascii: "\n"))
+    }
+
+    @inline(__always)
+    mutating func string(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+            (base + count).copyMemory(from: source, byteCount: bytes.count)
+            count += bytes.count
+        }
+    }
+
+    @inline(__always)
+    mutating func byte(_ value: UInt8) {
+        base.storeBytes(of: value, toByteOffset: count, as: UInt8.self)
+        count += 1
+    }
+
+    @inline(__always)
+    mutating func `static`(_ text: StaticString) {
+        (base + count).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
+        count += text.utf8CodeUnitCount
     }
 }

@@ -35,35 +35,23 @@ struct HTTP1ResponseEncoder {
         let mayHaveBody = !(code >= 100 && code < 200) && code != 204 && code != 304
         let isHTTP11 = head.version.major == 1 && head.version.minor >= 1
 
-        // Gathered in an array and written at once: each ByteBuffer write checks capacity and
-        // uniqueness again, which costs more than the bytes themselves for short fields.
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(512)
-        bytes.append(contentsOf: isHTTP11 ? "HTTP/1.1 ".utf8 : "HTTP/1.0 ".utf8)
-        if code >= 100 && code <= 999 {
-            bytes.append(UInt8(ascii: "0") + UInt8(code / 100))
-            bytes.append(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-            bytes.append(UInt8(ascii: "0") + UInt8(code % 10))
-        } else {
-            bytes.append(contentsOf: String(code).utf8)
-        }
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: head.status.reasonPhrase.utf8)
-        bytes.append(UInt8(ascii: "\r"))
-        bytes.append(UInt8(ascii: "\n"))
+        // Measured first, then written straight into `out` in one reservation (`HeadWriter`).
+        let reason = head.status.reasonPhrase
+        let statusText = code >= 100 && code <= 999 ? nil : String(code)
+        var length = 9 + (statusText?.utf8.count ?? 3) + 1 + reason.utf8.count + 2 + 2
         var hasLength = false
         for (name, value) in head.headers {
-            switch name.utf8.count {
-            case 14 where RequestHeadFacts.equalsLowercased(name, "content-length"):
+            switch HTTP1RequestEncoder.framingField(name) {
+            case .contentLength:
                 guard mayHaveBody else { continue }
                 hasLength = true
-            case 17 where RequestHeadFacts.equalsLowercased(name, "transfer-encoding"):
+            case .transferEncoding:
                 // The framing is this encoder's: a coding named by anyone else never goes out.
                 continue
-            default:
+            case .other:
                 break
             }
-            HTTP1RequestEncoder.appendField(name, value, to: &bytes)
+            length += HeadWriter.fieldLength(name, value)
         }
         if !mayHaveBody {
             framing = .none
@@ -74,10 +62,32 @@ struct HTTP1ResponseEncoder {
         } else {
             framing = .untilClose
         }
-        if case .chunked = framing { bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
-        bytes.append(UInt8(ascii: "\r"))
-        bytes.append(UInt8(ascii: "\n"))
-        out.writeBytes(bytes)
+        let chunked: Bool
+        if case .chunked = framing { chunked = true } else { chunked = false }
+        if chunked { length += HTTP1RequestEncoder.chunkedField.utf8CodeUnitCount }
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+            var writer = HeadWriter(base: raw.baseAddress!)
+            writer.static(isHTTP11 ? "HTTP/1.1 " : "HTTP/1.0 ")
+            if let statusText {
+                writer.string(statusText)
+            } else {
+                writer.byte(UInt8(ascii: "0") + UInt8(code / 100))
+                writer.byte(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+                writer.byte(UInt8(ascii: "0") + UInt8(code % 10))
+            }
+            writer.byte(UInt8(ascii: " "))
+            writer.string(reason)
+            writer.static("\r\n")
+            for (name, value) in head.headers {
+                switch HTTP1RequestEncoder.framingField(name) {
+                case .contentLength where !mayHaveBody, .transferEncoding: continue
+                default: writer.field(name, value)
+                }
+            }
+            if chunked { writer.static(HTTP1RequestEncoder.chunkedField) }
+            writer.static("\r\n")
+            return writer.count
+        }
         // A HEAD response says what a GET would have had, without the body.
         if !informational && requestMethod == .HEAD { framing = .none }
     }

@@ -140,8 +140,20 @@ public struct HeaderPolicy: Sendable {
 
     /// `name` in lower case; the name itself when it has no upper-case ASCII letter, as HTTP/2 names
     /// always and HTTP/1.1 names mostly are, so the common case makes no new string.
+    /// Names are tokens (ASCII; the parser and nghttp2 refuse anything else), so only `A`-`Z` change.
     static func lowercased(_ name: String) -> String {
-        name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : name
+        var name = name
+        let lowered: String? = name.withUTF8 { bytes in
+            guard bytes.contains(where: { $0 &- UInt8(ascii: "A") < 26 }) else { return nil }
+            return String(unsafeUninitializedCapacity: bytes.count) { out in
+                for index in 0..<bytes.count {
+                    let byte = bytes[index]
+                    out[index] = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
+                }
+                return bytes.count
+            }
+        }
+        return lowered ?? name
     }
 
     /// The lower-cased names listed in every `Connection` header.

@@ -130,6 +130,20 @@ final class HTTP1CodecTests: XCTestCase {
         XCTAssertNotNil(request(head([("Host", "r"), ("X-A", "tab\tand é")])))
     }
 
+    func testRequest_Refused_LeavesTheBufferAsItWas() {
+        var encoder = HTTP1RequestEncoder()
+        var out = ByteBuffer(string: "earlier bytes")
+        XCTAssertFalse(encoder.writeHead(head([("Host", "r"), ("X-Ok", "1"), ("X-A", "1\r\nX-Injected: 1")]), into: &out))
+        XCTAssertEqual(String(buffer: out), "earlier bytes")
+    }
+
+    func testRequest_EmptyLongAndMultibyteValues_WrittenExactly() {
+        let long = String(repeating: "v", count: 3000)
+        XCTAssertEqual(
+            request(head([("Host", "r"), ("X-Empty", ""), ("X-Long", long), ("X-UTF8", "grüße ☃"), ("content-length", "0")])),
+            "POST /v1/traces HTTP/1.1\r\nHost: r\r\nX-Empty: \r\nX-Long: \(long)\r\nX-UTF8: grüße ☃\r\ncontent-length: 0\r\n\r\n")
+    }
+
     // MARK: Responses to the client
 
     private func response(
