@@ -33,6 +33,8 @@ public final class HTTP2Session {
     /// The header block being received (only one can be in progress per connection).
     private var block = HeaderBlock(streamID: 0)
 
+    /// The bytes `receive` is feeding to nghttp2, and where they start, while it does.
+    private var input: (buffer: ByteBuffer, base: UnsafeRawPointer)?
     /// Events raised by callbacks during one mem_recv / mem_send, handed to the caller after it returns.
     private var pendingEvents: [HTTP2Event] = []
     /// An error raised in a callback; the callback returned NGHTTP2_ERR_CALLBACK_FAILURE and the
@@ -91,6 +93,9 @@ public final class HTTP2Session {
             entry(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings.initialWindowSize),
             entry(NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings.maxFrameSize),
             entry(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings.maxHeaderListBytes),
+            // No RFC 7540 priority tree (RFC 9218): the proxy never used the peer's priorities, and
+            // nghttp2 then keeps no closed streams for the tree.
+            entry(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1),
         ]
         if role == .client {
             entries.append(entry(NGHTTP2_SETTINGS_ENABLE_PUSH, 0))
@@ -181,6 +186,8 @@ public final class HTTP2Session {
         }
         let rc = bytes.withUnsafeReadableBytes { raw -> Int in
             guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
+            input = (bytes, UnsafeRawPointer(base))
+            defer { input = nil }
             return nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), raw.count)
         }
         events.append(contentsOf: pendingEvents)
@@ -512,7 +519,22 @@ public final class HTTP2Session {
     }
 
     fileprivate func dataChunk(streamID: Int32, _ bytes: UnsafeRawBufferPointer) {
-        pendingEvents.append(.data(streamID: streamID, allocator.buffer(bytes: bytes), endStream: false))
+        pendingEvents.append(.data(streamID: streamID, chunkBuffer(bytes), endStream: false))
+    }
+
+    /// A received DATA chunk as a buffer. nghttp2 hands DATA over in place, inside the bytes given to
+    /// `receive`: a chunk that is at least a quarter of that buffer's storage is a slice of it (no copy,
+    /// no allocation); a smaller one is copied, so a held chunk never keeps more than four times its
+    /// size alive.
+    private func chunkBuffer(_ bytes: UnsafeRawBufferPointer) -> ByteBuffer {
+        if let (buffer, base) = input, let start = bytes.baseAddress, bytes.count * 4 >= buffer.storageCapacity {
+            let offset = start - base
+            if offset >= 0 && offset + bytes.count <= buffer.readableBytes,
+               let slice = buffer.getSlice(at: buffer.readerIndex + offset, length: bytes.count) {
+                return slice
+            }
+        }
+        return allocator.buffer(bytes: bytes)
     }
 
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {

@@ -49,6 +49,34 @@ final class HTTP2SessionTests: XCTestCase {
         XCTAssertEqual(back, response)
     }
 
+    func testDataChunks_ArriveExactly_AndASmallOneNeverHoldsItsWholeInputAlive() throws {
+        // Large chunks are handed over as slices of the received bytes; a small one is copied, so a
+        // held chunk keeps at most four times its size of memory alive.
+        let pair = try SessionPair()
+        let id = try pair.client.submitRequest(fields: requestFields(), endStream: false)
+        try pair.pump()
+        let large = ByteBuffer(bytes: (0..<12_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        var toServer = ByteBuffer()
+        toServer.reserveCapacity(64 * 1024)
+        try pair.client.submitData(streamID: id, large, endStream: false)
+        try pair.client.drainOutput(into: &toServer, events: &pair.clientEvents)
+        try pair.client.submitData(streamID: id, ByteBuffer(string: "tail"), endStream: true)
+        try pair.client.drainOutput(into: &toServer, events: &pair.clientEvents)
+        var events: [HTTP2Event] = []
+        try pair.server.receive(toServer, events: &events)
+        let chunks = events.compactMap { event -> ByteBuffer? in
+            if case .data(id, let buffer, _) = event { return buffer } else { return nil }
+        }
+        XCTAssertEqual(chunks.reduce(into: ByteBuffer()) { $0.writeImmutableBuffer($1) }, {
+            var all = large
+            all.writeString("tail")
+            return all
+        }())
+        let small = try XCTUnwrap(chunks.last)
+        XCTAssertEqual(small.readableBytes, 4)
+        XCTAssertLessThanOrEqual(small.storageCapacity, 64, "a 4-byte chunk holds \(small.storageCapacity) bytes")
+    }
+
     func testRequestWithBody_ServerSeesRequestHeadersDataChunksAndEnd() throws {
         let pair = try SessionPair()
         let id = try pair.client.submitRequest(
