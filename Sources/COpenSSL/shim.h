@@ -30,15 +30,6 @@ static inline long otlp_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) 
 static inline long otlp_SSL_CTX_add0_chain_cert(SSL_CTX *ctx, X509 *x509) {
     return SSL_CTX_add0_chain_cert(ctx, x509);
 }
-static inline long otlp_BIO_get_mem_data(BIO *bio, char **pp) {
-    return BIO_get_mem_data(bio, pp);
-}
-static inline long otlp_BIO_set_mem_eof_return(BIO *bio, int v) {
-    return BIO_set_mem_eof_return(bio, v);
-}
-static inline size_t otlp_BIO_ctrl_pending(BIO *bio) {
-    return BIO_ctrl_pending(bio);
-}
 
 // SSL_OP_* are SSL_OP_BIT(n) shifts, which Swift does not import; return them as plain values.
 static inline uint64_t otlp_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }

@@ -1,16 +1,18 @@
 internal import COpenSSL
 import NIOCore
 
-/// Owns one `SSL*` for one connection, server (accept state) or client (connect state), and
-/// through `SSL_set_bio` its two memory BIOs: `networkIn` (ciphertext from the socket that OpenSSL
-/// reads) and `networkOut` (ciphertext OpenSSL writes, to be sent to the socket). `deinit` frees
-/// the SSL, which frees both BIOs.
+/// Owns one `SSL*` for one connection, server (accept state) or client (connect state), and the
+/// ciphertext on both sides of it: OpenSSL reads what the socket delivered from `inbound` and appends
+/// what it writes to `outbound`, both Swift buffers reached through one BIO of our own
+/// (`BufferBIO`). So received ciphertext is not copied into a memory BIO first (nor its buffer zeroed
+/// each time it grows), and ciphertext to send is not copied out of one; an idle connection keeps no
+/// BIO buffers. `deinit` frees the SSL, which frees the BIO.
 ///
 /// Not thread-safe: used only from the channel's event loop by `TLSChannelCore`. Every call that
 /// can fail clears the thread's OpenSSL error queue first and drains it into a `TLSError` on
 /// failure (WANT_READ / WANT_WRITE are results, not errors).
 final class SSLConnection {
-    /// Result of one step that reads from `networkIn`.
+    /// Result of one step that reads from `inbound`.
     enum Step {
         /// The step finished (handshake done, or `n` bytes of cleartext read).
         case done(Int)
@@ -34,8 +36,13 @@ final class SSLConnection {
     let contextOwner: AnyObject
     /// The `SSL*`; internal so `PeerCertificate` extraction can read the peer's certificate.
     let ssl: OpaquePointer
-    private let networkIn: OpaquePointer
-    private let networkOut: OpaquePointer
+    /// The BIO OpenSSL reads and writes ciphertext through; owned by `ssl`.
+    private let bio: OpaquePointer
+    /// Ciphertext received and not yet read by OpenSSL.
+    private var inbound = ByteBuffer()
+    /// Ciphertext OpenSSL wrote and the socket has not been given yet.
+    private var outbound = ByteBuffer()
+    private let allocator = ByteBufferAllocator()
 
     /// Makes an accept-state SSL from a server context. Nil only when OpenSSL cannot allocate.
     convenience init?(context: TLSServerContext) {
@@ -46,21 +53,13 @@ final class SSLConnection {
     /// Nil only when OpenSSL cannot allocate.
     init?(ctx: OpaquePointer, owner: AnyObject, role: Role) {
         OpenSSLErrorQueue.clear()
-        guard let ssl = SSL_new(ctx) else { return nil }
-        guard let networkIn = BIO_new(BIO_s_mem()) else {
+        guard let method = BufferBIO.method, let ssl = SSL_new(ctx) else { return nil }
+        guard let bio = BIO_new(method) else {
             SSL_free(ssl)
             return nil
         }
-        guard let networkOut = BIO_new(BIO_s_mem()) else {
-            BIO_free(networkIn)
-            SSL_free(ssl)
-            return nil
-        }
-        // An empty read BIO reports "retry" (WANT_READ), never EOF: the socket, not the BIO,
-        // tells us when the peer has gone. -1 is the default; set it so the rule is visible here.
-        _ = otlp_BIO_set_mem_eof_return(networkIn, -1)
-        // SSL_set_bio takes ownership of both BIOs: SSL_free frees them.
-        SSL_set_bio(ssl, networkIn, networkOut)
+        // The same BIO both ways; SSL_set_bio takes the one reference for both (SSL_free frees it).
+        SSL_set_bio(ssl, bio, bio)
         switch role {
         case .server: SSL_set_accept_state(ssl)
         case .client: SSL_set_connect_state(ssl)
@@ -68,8 +67,9 @@ final class SSLConnection {
         self.role = role
         self.contextOwner = owner
         self.ssl = ssl
-        self.networkIn = networkIn
-        self.networkOut = networkOut
+        self.bio = bio
+        // Unretained: this object owns the SSL, which owns the BIO; `deinit` clears it first.
+        BIO_set_data(bio, Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// Client only, before the first handshake step: sends `hostname` as SNI (unless it is an IP
@@ -100,47 +100,77 @@ final class SSLConnection {
     }
 
     deinit {
+        BIO_set_data(bio, nil)
         SSL_free(ssl)
     }
 
     // MARK: Ciphertext in and out
 
-    /// Appends ciphertext received from the socket to `networkIn`. A memory BIO grows as needed.
+    /// Hands ciphertext received from the socket to OpenSSL: kept as it is (no copy) when nothing
+    /// is waiting, appended to what is.
     func receive(_ ciphertext: ByteBuffer) {
-        ciphertext.withUnsafeReadableBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let chunk = Int32(clamping: bytes.count - offset)
-                let written = BIO_write(networkIn, bytes.baseAddress! + offset, chunk)
-                // A memory BIO write fails only if allocation fails.
-                precondition(written > 0, "BIO_write to a memory BIO failed")
-                offset += Int(written)
-            }
+        if inbound.readableBytes == 0 {
+            inbound = ciphertext
+        } else {
+            var more = ciphertext
+            inbound.writeBuffer(&more)
         }
     }
 
-    /// Bytes OpenSSL has written to `networkOut` that are not yet sent.
+    /// After the received ciphertext was worked through: lets go of the read buffer when all of it was
+    /// used, and copies a short remainder (part of a record) out of it, so an idle connection never keeps
+    /// more than four times what it has not read alive.
+    func settleInput() {
+        let left = inbound.readableBytes
+        if left == 0 {
+            inbound = ByteBuffer()
+        } else if left * 4 < inbound.storageCapacity {
+            var compact = allocator.buffer(capacity: left)
+            compact.writeImmutableBuffer(inbound)
+            inbound = compact
+        }
+    }
+
+    /// Bytes OpenSSL has written that are not yet sent.
     var pendingCiphertextCount: Int {
-        otlp_BIO_ctrl_pending(networkOut)
+        outbound.readableBytes
     }
 
-    /// Moves all pending ciphertext into `buffer` with one copy per BIO read (no per-byte work).
-    func drainCiphertext(into buffer: inout ByteBuffer) {
-        while true {
-            let pending = pendingCiphertextCount
-            if pending == 0 { return }
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { out in
-                let read = BIO_read(networkOut, out.baseAddress, Int32(clamping: pending))
-                return max(Int(read), 0)
-            }
-        }
+    /// All pending ciphertext, to be written to the socket as it is; nil when there is none.
+    func takeCiphertext() -> ByteBuffer? {
+        guard outbound.readableBytes > 0 else { return nil }
+        defer { outbound = ByteBuffer() }
+        return outbound
     }
 
     /// True when OpenSSL holds ciphertext it has not turned into cleartext yet, i.e. the socket
     /// closing now would cut a record in half.
     var hasUnprocessedInput: Bool {
-        SSL_has_pending(ssl) == 1 || otlp_BIO_ctrl_pending(networkIn) > 0
+        SSL_has_pending(ssl) == 1 || inbound.readableBytes > 0
     }
+
+    /// BIO read: OpenSSL takes up to `count` bytes of received ciphertext; -1 with "retry" when none is here.
+    fileprivate func readCiphertext(into out: UnsafeMutableRawPointer, count: Int, bio: OpaquePointer) -> Int32 {
+        let available = inbound.readableBytes
+        guard available > 0 else {
+            BIO_set_flags(bio, BIO_FLAGS_READ | BIO_FLAGS_SHOULD_RETRY)
+            return -1
+        }
+        let taken = min(count, available)
+        inbound.withUnsafeReadableBytes { bytes in out.copyMemory(from: bytes.baseAddress!, byteCount: taken) }
+        inbound.moveReaderIndex(forwardBy: taken)
+        return Int32(taken)
+    }
+
+    /// BIO write: OpenSSL's ciphertext is appended to what waits for the socket.
+    fileprivate func writeCiphertext(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        if outbound.capacity == 0 { outbound = allocator.buffer(capacity: max(bytes.count, 4096)) }
+        outbound.writeBytes(bytes)
+        return Int32(bytes.count)
+    }
+
+    /// BIO_ctrl_pending: received ciphertext OpenSSL has not read.
+    fileprivate var inboundCount: Int { inbound.readableBytes }
 
     // MARK: TLS operations
 
@@ -192,8 +222,8 @@ final class SSLConnection {
         return step
     }
 
-    /// Encrypts all of `cleartext` into `networkOut`. With memory BIOs and no partial-write mode
-    /// SSL_write either takes everything or fails.
+    /// Encrypts all of `cleartext` into `outbound`. The BIO takes every write whole, so without
+    /// partial-write mode SSL_write either takes everything or fails.
     func write(_ cleartext: ByteBuffer) -> TLSError? {
         cleartext.withUnsafeReadableBytes { bytes -> TLSError? in
             var offset = 0
@@ -212,7 +242,7 @@ final class SSLConnection {
         }
     }
 
-    /// Queues our close_notify in `networkOut`. Errors (e.g. the peer already gone) are ignored:
+    /// Queues our close_notify in `outbound`. Errors (e.g. the peer already gone) are ignored:
     /// the connection is closing either way.
     func shutdown() {
         OpenSSLErrorQueue.clear()
@@ -240,5 +270,54 @@ final class SSLConnection {
             lastFailureReason = ERR_GET_REASON(ERR_peek_error())
             return .failed(TLSError.drainingErrorQueue(kind, message))
         }
+    }
+}
+
+/// The BIO type of every `SSLConnection`: reads and writes go to the connection's Swift buffers. The
+/// BIO's data is the connection (unretained; nil once the connection is being freed, when reads find
+/// nothing and writes fail).
+private enum BufferBIO {
+    /// Made once and never changed (OpenSSL only reads a BIO_METHOD), hence `nonisolated(unsafe)`.
+    nonisolated(unsafe) static let method: OpaquePointer? = {
+        guard let method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "otlp-auth-proxy ciphertext") else {
+            return nil
+        }
+        _ = BIO_meth_set_write(method) { bio, data, length in
+            guard let bio else { return -1 }
+            BIO_clear_flags(bio, BufferBIO.retryFlags)
+            guard let connection = BufferBIO.connection(bio) else { return -1 }
+            guard let data, length > 0 else { return 0 }
+            return connection.writeCiphertext(UnsafeRawBufferPointer(start: data, count: Int(length)))
+        }
+        _ = BIO_meth_set_read(method) { bio, out, length in
+            guard let bio else { return -1 }
+            BIO_clear_flags(bio, BufferBIO.retryFlags)
+            guard let out, length > 0 else { return 0 }
+            guard let connection = BufferBIO.connection(bio) else {
+                BIO_set_flags(bio, BIO_FLAGS_READ | BIO_FLAGS_SHOULD_RETRY)
+                return -1
+            }
+            return connection.readCiphertext(into: out, count: Int(length), bio: bio)
+        }
+        _ = BIO_meth_set_ctrl(method) { bio, command, _, _ in
+            switch command {
+            case BIO_CTRL_FLUSH: return 1
+            case BIO_CTRL_PENDING: return bio.flatMap(BufferBIO.connection).map { $0.inboundCount } ?? 0
+            case BIO_CTRL_WPENDING: return bio.flatMap(BufferBIO.connection).map { $0.pendingCiphertextCount } ?? 0
+            default: return 0
+            }
+        }
+        _ = BIO_meth_set_create(method) { bio in
+            BIO_set_init(bio, 1)
+            return 1
+        }
+        return method
+    }()
+
+    /// BIO_clear_retry_flags: what a previous call said about retrying.
+    static let retryFlags = BIO_FLAGS_READ | BIO_FLAGS_WRITE | BIO_FLAGS_IO_SPECIAL | BIO_FLAGS_SHOULD_RETRY
+
+    static func connection(_ bio: OpaquePointer) -> SSLConnection? {
+        BIO_get_data(bio).map { Unmanaged<SSLConnection>.fromOpaque($0).takeUnretainedValue() }
     }
 }

@@ -91,6 +91,7 @@ final class TLSChannelCore {
         if ciphertext.readableBytes > 0 { handshakeStarted = true }
         connection.receive(ciphertext)
         drive(context: context, connection: connection)
+        connection.settleInput()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -289,8 +290,7 @@ final class TLSChannelCore {
             context.flush()
             return
         }
-        var ciphertext = context.channel.allocator.buffer(capacity: pending)
-        connection.drainCiphertext(into: &ciphertext)
+        guard let ciphertext = connection.takeCiphertext() else { return }
 
         let writePromise: EventLoopPromise<Void>?
         switch promises.count {

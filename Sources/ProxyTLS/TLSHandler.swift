@@ -23,7 +23,7 @@ public enum TLSClientEvent: Sendable, Equatable {
 public typealias TLSServerHandler = TLSHandler
 public typealias TLSClientHandler = TLSHandler
 
-/// NIO handler that drives one OpenSSL connection over memory BIOs: ciphertext `ByteBuffer`s to and
+/// NIO handler that drives one OpenSSL connection over a BIO of Swift buffers: ciphertext `ByteBuffer`s to and
 /// from the socket, cleartext `ByteBuffer`s to and from the next handler. Owns one `TLSChannelCore`.
 public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
@@ -36,7 +36,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// NIO handler that terminates TLS: ciphertext `ByteBuffer`s in from the socket, cleartext
     /// `ByteBuffer`s out to the next handler, and the reverse on write.
     ///
-    /// Owns one `TLSChannelCore` (and through it one `SSL*` with memory BIOs) made from the
+    /// Owns one `TLSChannelCore` (and through it one `SSL*` reading and writing Swift buffers) made from the
     /// `TLSServerContext` given at init; take `TLSServerContextHolder.current` when building the
     /// pipeline so a reload affects only new connections. The call order and events are the core's
     /// (see `TLSChannelCore`); in short:
@@ -56,7 +56,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// `ByteBuffer`s written by the next handler are encrypted to the socket, ciphertext from the
     /// socket is decrypted and passed on.
     ///
-    /// Owns one `TLSChannelCore` (and through it one client `SSL*` with memory BIOs, freed with the
+    /// Owns one `TLSChannelCore` (and through it one client `SSL*` over Swift buffers, freed with the
     /// handler) made from `context`, which it keeps alive. `serverHostname` is sent as SNI (unless it
     /// is an IP literal) and must match the server certificate's subject alternative names
     /// (partial wildcards such as `a*.example.com` are not accepted).
