@@ -258,7 +258,7 @@ enum AccessLogEncoder {
 }
 
 /// A write position in memory the caller sized for everything written (no bounds are checked here:
-/// `AccessLogEncoder.append` allocates the worst case of its line).
+/// `AccessLogEncoder.append` allocates the worst case of its line, the HTTP/1.1 encoders the exact size of a head).
 struct ByteCursor {
     let base: UnsafeMutableRawPointer
     var count = 0

@@ -35,7 +35,7 @@ struct HTTP1RequestEncoder {
         if chunked { length += Self.chunkedField.utf8CodeUnitCount }
         let chunked = chunked
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
-            var writer = HeadWriter(base: raw.baseAddress!)
+            var writer = ByteCursor(base: raw.baseAddress!)
             writer.string(head.method.rawValue)
             writer.byte(UInt8(ascii: " "))
             writer.string(head.uri)
@@ -128,19 +128,16 @@ struct HTTP1RequestEncoder {
 }
 
 
-/// Writes a head's bytes into memory reserved for exactly as many (`fieldLength` and the callers'
-/// counts): one capacity check for the whole head instead of one per piece, and strings copied
-/// from their UTF-8 storage. Shared by both HTTP/1.1 encoders.
-struct HeadWriter {
-    let base: UnsafeMutableRawPointer
-    private(set) var count = 0
-
-    init(base: UnsafeMutableRawPointer) { self.base = base }
-
+/// Writing a head's bytes with the access log's cursor (`ByteCursor`) into memory reserved for exactly
+/// as many (`fieldLength` and the callers' counts): one capacity check for the whole head instead of one
+/// per piece, and strings copied from their UTF-8 storage. Shared by both HTTP/1.1 encoders.
+enum HeadWriter {
     /// The bytes `name: value` and CRLF take.
     @inline(__always)
     static func fieldLength(_ name: String, _ value: String) -> Int { name.utf8.count + value.utf8.count + 4 }
+}
 
+extension ByteCursor {
     @inline(__always)
     mutating func field(_ name: String, _ value: String) {
         string(name)
@@ -159,17 +156,5 @@ struct HeadWriter {
             (base + count).copyMemory(from: source, byteCount: bytes.count)
             count += bytes.count
         }
-    }
-
-    @inline(__always)
-    mutating func byte(_ value: UInt8) {
-        base.storeBytes(of: value, toByteOffset: count, as: UInt8.self)
-        count += 1
-    }
-
-    @inline(__always)
-    mutating func `static`(_ text: StaticString) {
-        (base + count).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
-        count += text.utf8CodeUnitCount
     }
 }

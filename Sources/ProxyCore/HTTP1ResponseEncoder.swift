@@ -66,7 +66,7 @@ struct HTTP1ResponseEncoder {
         if case .chunked = framing { chunked = true } else { chunked = false }
         if chunked { length += HTTP1RequestEncoder.chunkedField.utf8CodeUnitCount }
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
-            var writer = HeadWriter(base: raw.baseAddress!)
+            var writer = ByteCursor(base: raw.baseAddress!)
             writer.static(isHTTP11 ? "HTTP/1.1 " : "HTTP/1.0 ")
             if let statusText {
                 writer.string(statusText)
