@@ -19,7 +19,7 @@ struct HTTP1RequestEncoder {
     mutating func writeHead(_ head: HTTPRequestHead, into out: inout ByteBuffer) -> Bool {
         guard Self.isValidTarget(head.uri) else { return false }
         // Every field is checked and measured first, then the head is written straight into `out` in
-        // one reservation (see `HeadWriter`); nothing reaches `out` unless all of them pass.
+        // one reservation (see `ByteCursor.field`); nothing reaches `out` unless all of them pass.
         var length = head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 11 + 2
         var hasLength = false
         for (name, value) in head.headers {
@@ -29,7 +29,7 @@ struct HTTP1RequestEncoder {
             case .transferEncoding: continue
             case .other: break
             }
-            length += HeadWriter.fieldLength(name, value)
+            length += ByteCursor.fieldLength(name, value)
         }
         chunked = !hasLength
         if chunked { length += Self.chunkedField.utf8CodeUnitCount }
@@ -128,16 +128,14 @@ struct HTTP1RequestEncoder {
 }
 
 
-/// Writing a head's bytes with the access log's cursor (`ByteCursor`) into memory reserved for exactly
-/// as many (`fieldLength` and the callers' counts): one capacity check for the whole head instead of one
-/// per piece, and strings copied from their UTF-8 storage. Shared by both HTTP/1.1 encoders.
-enum HeadWriter {
+/// How both HTTP/1.1 encoders write a head: with the access log's cursor, into memory reserved for
+/// exactly as many bytes (`fieldLength` and the callers' counts), so there is one capacity check for the
+/// whole head instead of one per piece, and strings are copied from their UTF-8 storage.
+extension ByteCursor {
     /// The bytes `name: value` and CRLF take.
     @inline(__always)
     static func fieldLength(_ name: String, _ value: String) -> Int { name.utf8.count + value.utf8.count + 4 }
-}
 
-extension ByteCursor {
     @inline(__always)
     mutating func field(_ name: String, _ value: String) {
         string(name)

@@ -35,7 +35,7 @@ struct HTTP1ResponseEncoder {
         let mayHaveBody = !(code >= 100 && code < 200) && code != 204 && code != 304
         let isHTTP11 = head.version.major == 1 && head.version.minor >= 1
 
-        // Measured first, then written straight into `out` in one reservation (`HeadWriter`).
+        // Measured first, then written straight into `out` in one reservation (`ByteCursor.field`).
         let reason = head.status.reasonPhrase
         let statusText = code >= 100 && code <= 999 ? nil : String(code)
         var length = 9 + (statusText?.utf8.count ?? 3) + 1 + reason.utf8.count + 2 + 2
@@ -51,7 +51,7 @@ struct HTTP1ResponseEncoder {
             case .other:
                 break
             }
-            length += HeadWriter.fieldLength(name, value)
+            length += ByteCursor.fieldLength(name, value)
         }
         if !mayHaveBody {
             framing = .none

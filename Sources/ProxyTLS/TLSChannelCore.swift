@@ -283,14 +283,12 @@ final class TLSChannelCore {
         let promises = unsentPromises
         unsentPromises.removeAll(keepingCapacity: true)
 
-        let pending = connection.pendingCiphertextCount
-        guard pending > 0 else {
+        guard let ciphertext = connection.takeCiphertext() else {
             // Only empty writes can be waiting here: nothing to send for them.
             for promise in promises { promise.succeed() }
             context.flush()
             return
         }
-        guard let ciphertext = connection.takeCiphertext() else { return }
 
         let writePromise: EventLoopPromise<Void>?
         switch promises.count {

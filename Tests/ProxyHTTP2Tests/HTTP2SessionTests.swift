@@ -5,8 +5,21 @@ import XCTest
 final class HTTP2SessionTests: XCTestCase {
     // MARK: Requests, responses, trailers
 
-    func testHeaderFields_EmptyLongAndNonASCIIValues_ArriveExactly() throws {
+    /// Sends a request with `extra` fields and asserts the server got exactly those; returns the pair and stream.
+    private func requestArrivesExactly(extra: [HTTP2HeaderField], line: UInt = #line) throws -> (SessionPair, Int32) {
         let pair = try SessionPair()
+        let id = try pair.client.submitRequest(fields: requestFields(extra: extra), endStream: true)
+        try pair.pump()
+        guard case .headers(id, let fields, .request, true)? =
+                pair.serverEvents.first(where: { if case .headers = $0 { return true } else { return false } }) else {
+            XCTFail("server saw no request headers: \(pair.serverEvents)", line: line)
+            return (pair, id)
+        }
+        XCTAssertEqual(fields, requestFields(extra: extra), line: line)
+        return (pair, id)
+    }
+
+    func testHeaderFields_EmptyLongAndNonASCIIValues_ArriveExactly() throws {
         // Values past any small-buffer size, empty ones and multi-byte UTF-8 must all be laid out
         // for nghttp2 at the right offsets.
         let extra = [
@@ -16,28 +29,15 @@ final class HTTP2SessionTests: XCTestCase {
             HTTP2HeaderField(name: "authorization", value: "Bearer t0ken", neverIndex: true),
             HTTP2HeaderField(name: "x-last", value: "z"),
         ]
-        let id = try pair.client.submitRequest(fields: requestFields(extra: extra), endStream: true)
-        try pair.pump()
-        guard case .headers(id, let fields, .request, true)? =
-                pair.serverEvents.first(where: { if case .headers = $0 { return true } else { return false } }) else {
-            return XCTFail("server saw no request headers: \(pair.serverEvents)")
-        }
-        XCTAssertEqual(fields, requestFields(extra: extra))
+        _ = try requestArrivesExactly(extra: extra)
     }
 
     func testHeaderBlockLargerThanTheFrameBuffer_ArrivesExactlyBothWays() throws {
         // Past 16 KiB a header block leaves nghttp2's first frame buffer (more chunks, CONTINUATION
         // frames) and a value is decoded into a buffer of its own: the session's page-backed blocks.
-        let pair = try SessionPair()
         let big = String((0..<40_000).map { Character(UnicodeScalar(UInt8(97 + $0 % 26))) })
         let extra = [HTTP2HeaderField(name: "x-big", value: big), HTTP2HeaderField(name: "x-after", value: "1")]
-        let id = try pair.client.submitRequest(fields: requestFields(extra: extra), endStream: true)
-        try pair.pump()
-        guard case .headers(id, let fields, .request, true)? =
-                pair.serverEvents.first(where: { if case .headers = $0 { return true } else { return false } }) else {
-            return XCTFail("server saw no request headers: \(pair.serverEvents)")
-        }
-        XCTAssertEqual(fields, requestFields(extra: extra))
+        let (pair, id) = try requestArrivesExactly(extra: extra)
 
         let response = [HTTP2HeaderField(name: ":status", value: "200"), HTTP2HeaderField(name: "x-big", value: big)]
         try pair.server.submitResponse(streamID: id, fields: response, endStream: true)
